@@ -1,0 +1,3 @@
+"""finetune: fine-tune code LLMs on your own repositories."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,114 @@
+"""Recipe -> tokenized train/eval datasets (`input_ids` + `labels`), the last step before the trainer.
+
+Documents are split into train and eval by a hash of their path, so the split is stable when files are added and
+can be recorded and reused by evaluation. Long documents are cut at line boundaries to fit `max_length`; a sample
+that still overflows is kept as plain next-token chunks rather than silently truncated, and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+from datasets import Dataset
+
+from finetune.data.fim import make_samples, split_long_document
+from finetune.data.formats import SampleEncoder
+from finetune.data.repo import IngestReport
+from finetune.data.sample import Document, Sample
+from finetune.data.sources import load_documents
+from finetune.errors import UserError
+from finetune.recipe import Recipe
+
+# Room left in each sequence for special tokens and a header, when sizing document chunks.
+_RESERVED_TOKENS = 64
+
+
+@dataclass
+class PreparedData:
+    """Tokenized datasets plus everything a run should record about how they were made."""
+
+    train: Dataset
+    eval: Dataset | None
+    ingest: IngestReport
+    eval_paths: list[str]
+    stats: Counter[str] = field(default_factory=Counter)
+
+    def report(self) -> dict:
+        return {"ingest": self.ingest.to_dict(), "samples": dict(self.stats), "eval_paths": self.eval_paths}
+
+
+def is_eval_path(path: str, fraction: float, seed: int) -> bool:
+    """Deterministic held-out membership from a hash of the path (stable when other files change)."""
+    digest = hashlib.sha256(f"{seed}:{path}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_documents(documents: list[Document], fraction: float, seed: int) -> tuple[list[Document], list[Document]]:
+    """Train/eval split by document; at least one eval document whenever a fraction is asked and two exist."""
+    if fraction <= 0 or len(documents) < 2:
+        return documents, []
+    held = [is_eval_path(doc.path, fraction, seed) for doc in documents]
+    if not any(held):
+        held[min(range(len(documents)), key=lambda i: hashlib.sha256(documents[i].path.encode()).digest())] = True
+    if all(held):
+        held[0] = False
+    train = [doc for doc, h in zip(documents, held, strict=True) if not h]
+    evaluation = [doc for doc, h in zip(documents, held, strict=True) if h]
+    return train, evaluation
+
+
+def chars_per_token(encoder: SampleEncoder, documents: list[Document], budget: int = 200_000) -> float:
+    """Characters per token measured on up to `budget` characters of the data (sizes document chunks)."""
+    text = "".join(doc.text for doc in documents)[:budget]
+    n_tokens = len(encoder.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+    return max(1.0, len(text) / max(1, n_tokens))
+
+
+def encode_samples(samples: list[Sample], encoder: SampleEncoder, max_length: int, stats: Counter[str]) -> Dataset:
+    """Token ids and labels for each sample; overflowing samples become plain max_length chunks (counted)."""
+    input_ids: list[list[int]] = []
+    labels: list[list[int]] = []
+    for sample in samples:
+        row = encoder.encode(sample)
+        if len(row["input_ids"]) <= max_length:
+            input_ids.append(row["input_ids"])
+            labels.append(row["labels"])
+            stats[f"{sample.mode}_samples"] += 1
+            continue
+        stats["overflow_split"] += 1
+        if sample.mode != "plain":
+            row = encoder.encode(Sample(mode="plain", path=sample.path, language=sample.language, text=sample.original))
+        for start in range(0, len(row["input_ids"]), max_length):
+            chunk = row["input_ids"][start : start + max_length]
+            if len(chunk) > 1:
+                input_ids.append(chunk)
+                labels.append(row["labels"][start : start + max_length])
+                stats["plain_samples"] += 1
+    stats["tokens"] += sum(len(ids) for ids in input_ids)
+    stats["loss_tokens"] += sum(sum(1 for t in row if t != -100) for row in labels)
+    return Dataset.from_dict({"input_ids": input_ids, "labels": labels})
+
+
+def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
+    """Load, split, transform and tokenize the recipe's data."""
+    documents, ingest = load_documents(recipe.data.sources)
+    train_docs, eval_docs = split_documents(documents, recipe.data.eval_split, recipe.seed)
+    max_chars = int((recipe.data.max_length - _RESERVED_TOKENS) * chars_per_token(encoder, documents) * 0.9)
+    stats: Counter[str] = Counter()
+
+    def transform(docs: list[Document], seed: int) -> list[Sample]:
+        chunks = [chunk for doc in docs for chunk in split_long_document(doc, max(256, max_chars))]
+        fim = recipe.data.fim
+        return list(make_samples(chunks, fim_rate=fim.rate, spm_rate=fim.spm_rate, seed=seed))
+
+    train = encode_samples(transform(train_docs, recipe.seed), encoder, recipe.data.max_length, stats)
+    if len(train) == 0:
+        raise UserError("no training samples were produced: add data or lower data.eval_split")
+    evaluation = None
+    if eval_docs:
+        evaluation = encode_samples(transform(eval_docs, recipe.seed + 1), encoder, recipe.data.max_length, Counter())
+    stats["train_documents"] = len(train_docs)
+    stats["eval_documents"] = len(eval_docs)
+    return PreparedData(train, evaluation, ingest, sorted(doc.path for doc in eval_docs), stats)

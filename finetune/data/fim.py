@@ -1,0 +1,97 @@
+"""Random fill-in-the-middle at character level (the StarCoder / aiXcoder recipe).
+
+A document is cut at two random character positions into prefix, middle and suffix; the model learns to write the
+middle given both sides. Cuts are drawn from a per-document random generator seeded by the run seed and the
+document itself, so a repository that gains a file keeps every other file's samples unchanged (and cached
+datasets stay comparable between runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable, Iterator
+
+from finetune.data.sample import Document, Sample
+from finetune.errors import UserError
+
+
+def random_fim(doc: Document, rng: random.Random, spm: bool) -> Sample:
+    """A FIM sample cut at two positions drawn uniformly over 0..len(text); prefix + middle + suffix == text."""
+    text = doc.text
+    start, end = sorted((rng.randint(0, len(text)), rng.randint(0, len(text))))
+    return Sample(
+        mode="fim",
+        path=doc.path,
+        language=doc.language,
+        prefix=text[:start],
+        middle=text[start:end],
+        suffix=text[end:],
+        spm=spm,
+    )
+
+
+def document_rng(doc: Document, seed: int) -> random.Random:
+    """A generator that depends only on the seed and this document, never on the documents around it.
+
+    sha256 rather than `hash()`, which Python salts per process.
+    """
+    text_digest = hashlib.sha256(doc.text.encode("utf-8", errors="surrogatepass")).hexdigest()
+    key = f"{seed}\0{doc.path}\0{text_digest}".encode("utf-8", errors="surrogatepass")
+    return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:16], "big"))
+
+
+def _check_rate(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"{name} must be between 0 and 1, got {value}: fix it in the recipe")
+
+
+def make_samples(docs: Iterable[Document], *, fim_rate: float, spm_rate: float, seed: int) -> Iterator[Sample]:
+    """One sample per document: FIM with probability `fim_rate` (SPM order with probability `spm_rate`), else plain.
+
+    Deterministic for a seed, and each document's sample is independent of which documents came before it.
+    """
+    _check_rate("fim_rate", fim_rate)
+    _check_rate("spm_rate", spm_rate)
+    for doc in docs:
+        rng = document_rng(doc, seed)
+        if rng.random() < fim_rate:
+            yield random_fim(doc, rng, spm=rng.random() < spm_rate)
+        else:
+            yield Sample(mode="plain", path=doc.path, language=doc.language, text=doc.text)
+
+
+def _lines(text: str) -> list[str]:
+    """`text` split after each '\\n' only (str.splitlines also breaks at form feeds and U+2028)."""
+    pieces = text.split("\n")
+    lines = [piece + "\n" for piece in pieces[:-1]]
+    if pieces[-1]:
+        lines.append(pieces[-1])
+    return lines
+
+
+def split_long_document(doc: Document, max_chars: int) -> list[Document]:
+    """Consecutive chunks of at most `max_chars` characters, cut at line ends where a line fits.
+
+    A single line longer than `max_chars` is cut hard. Chunks keep the path and language; joined, they are the text.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be positive, got {max_chars}")
+    if len(doc.text) <= max_chars:
+        return [doc]
+    chunks: list[str] = []
+    current: list[str] = []  # lines of the chunk being built (a list: += on a str can go quadratic)
+    size = 0
+    for line in _lines(doc.text):
+        if size + len(line) > max_chars and current:
+            chunks.append("".join(current))
+            current, size = [], 0
+        while len(line) > max_chars:
+            chunks.append(line[:max_chars])
+            line = line[max_chars:]
+        if line:
+            current.append(line)
+            size += len(line)
+    if current:
+        chunks.append("".join(current))
+    return [Document(path=doc.path, language=doc.language, text=chunk) for chunk in chunks]

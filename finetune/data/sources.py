@@ -1,0 +1,135 @@
+"""Recipe data sources -> Documents. Each source kind reads its input and reports what it kept and skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from finetune.data.languages import detect_language
+from finetune.data.repo import IngestReport, walk_repository
+from finetune.data.sample import Document
+from finetune.errors import UserError
+from finetune.recipe import DatasetSource, JsonlSource, RepoSource, Source, TextSource
+
+
+def load_documents(sources: list[Source]) -> tuple[list[Document], IngestReport]:
+    """All documents of all sources, in recipe order, with one merged ingestion report."""
+    documents: list[Document] = []
+    report = IngestReport()
+    for source in sources:
+        docs, source_report = _LOADERS[type(source)](source)
+        documents.extend(docs)
+        report.merge(source_report)
+    if not documents:
+        raise UserError("the recipe's data sources yield no documents: check data.sources paths and filters")
+    return documents, report
+
+
+def _load_repo(source: RepoSource) -> tuple[list[Document], IngestReport]:
+    return walk_repository(
+        source.path, max_file_bytes=source.max_file_bytes, exclude=source.exclude, languages=source.languages
+    )
+
+
+def _existing_file(path: str, what: str) -> Path:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{what} {path} not found: check data.sources[].path (relative to the current directory)")
+    return file
+
+
+def _load_jsonl(source: JsonlSource) -> tuple[list[Document], IngestReport]:
+    file = _existing_file(source.path, "JSONL file")
+    report = IngestReport()
+    documents = []
+    with file.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            report.files_seen += 1
+            report.bytes_seen += len(raw)
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise UserError(f"{file} line {number} is not valid JSON: fix or remove that line") from None
+            text = record.get(source.text_field) if isinstance(record, dict) else None
+            if not isinstance(text, str) or not text:
+                report.skipped["missing_text_field"] += 1
+                continue
+            path = str(record.get(source.path_field, "")) if source.path_field else f"{file.name}:{number}"
+            language = record.get(source.language_field) if source.language_field else None
+            language = language or detect_language(path) or "text"
+            documents.append(Document(path=path, language=language, text=text))
+            _count_kept(report, language, text)
+    if not documents:
+        raise UserError(f"{file}: no record has a non-empty {source.text_field!r} field; set text_field to the right key")
+    return documents, report
+
+
+def _load_text(source: TextSource) -> tuple[list[Document], IngestReport]:
+    root = Path(source.path)
+    if root.is_dir():
+        files = sorted(root.rglob("*.txt"))
+    elif root.is_file():
+        files = [root]
+    else:
+        raise UserError(f"text source {source.path} not found: point data.sources[].path at a .txt file or a folder")
+    report = IngestReport()
+    documents = []
+    for file in files:
+        report.files_seen += 1
+        raw = file.read_bytes()
+        report.bytes_seen += len(raw)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            report.skipped["invalid_utf8"] += 1
+            continue
+        if not text.strip():
+            report.skipped["empty"] += 1
+            continue
+        documents.append(Document(path=file.name if root.is_file() else file.relative_to(root).as_posix(),
+                                  language="text", text=text))
+        _count_kept(report, "text", text)
+    return documents, report
+
+
+def _load_dataset(source: DatasetSource) -> tuple[list[Document], IngestReport]:
+    import datasets
+
+    path = Path(source.path)
+    if not path.exists():
+        raise UserError(f"dataset {source.path} not found: give a save_to_disk folder or a local data file/folder")
+    try:
+        if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+            loaded = datasets.load_from_disk(str(path))
+            data = loaded[source.split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        else:
+            data = datasets.load_dataset(str(path), split=source.split)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise UserError(f"dataset {source.path} could not be read ({exc}); check data.sources[].split") from None
+    if source.text_field not in data.column_names:
+        raise UserError(
+            f"dataset {source.path} has no column {source.text_field!r} (columns: {', '.join(data.column_names)}); "
+            "set text_field"
+        )
+    report = IngestReport()
+    documents = []
+    for index, text in enumerate(data[source.text_field]):
+        report.files_seen += 1
+        if not isinstance(text, str) or not text.strip():
+            report.skipped["empty"] += 1
+            continue
+        report.bytes_seen += len(text.encode("utf-8"))
+        documents.append(Document(path=f"{path.name}:{index}", language="text", text=text))
+        _count_kept(report, "text", text)
+    return documents, report
+
+
+def _count_kept(report: IngestReport, language: str, text: str) -> None:
+    report.files_kept += 1
+    report.bytes_kept += len(text.encode("utf-8"))
+    report.languages[language] += 1
+
+
+_LOADERS = {RepoSource: _load_repo, JsonlSource: _load_jsonl, TextSource: _load_text, DatasetSource: _load_dataset}

@@ -1,0 +1,171 @@
+"""Load the base model and tokenizer a recipe names: precision by device, attention kernel, 4-bit, adapter config."""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from finetune.errors import UserError
+from finetune.recipe import Recipe
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and in what precision a run computes; chosen once from the recipe and the machine."""
+
+    use_cuda: bool
+    dtype: torch.dtype
+
+    @property
+    def bf16(self) -> bool:
+        return self.use_cuda and self.dtype == torch.bfloat16
+
+    @property
+    def fp16(self) -> bool:
+        return self.use_cuda and self.dtype == torch.float16
+
+
+def resolve_runtime(recipe: Recipe) -> Runtime:
+    """'auto' precision: bf16 on a GPU that has it, fp16 on older GPUs, fp32 on CPU (bf16 autocast is slow there)."""
+    use_cuda = torch.cuda.is_available()
+    if recipe.model.dtype != "auto":
+        return Runtime(use_cuda, _DTYPES[recipe.model.dtype])
+    if use_cuda:
+        return Runtime(True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return Runtime(False, torch.float32)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
+
+
+def check_model_location(name: str) -> None:
+    """Fail early, in one line, when a local model directory is missing."""
+    path = Path(name).expanduser()
+    if _looks_like_path(name) and not path.is_dir():
+        raise UserError(f"model {name} not found: model.name_or_path must be a model directory or a hub name")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise UserError(f"model directory {name} has no config.json: point model.name_or_path at a saved model")
+
+
+def load_tokenizer(recipe: Recipe):
+    from transformers import AutoTokenizer
+
+    check_model_location(recipe.model.name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(
+            recipe.model.name_or_path, trust_remote_code=recipe.model.trust_remote_code, revision=recipe.model.revision
+        )
+    except OSError as exc:
+        raise UserError(
+            f"could not load the tokenizer of {recipe.model.name_or_path} ({str(exc).splitlines()[0]}); "
+            "check model.name_or_path, or download the model first"
+        ) from None
+
+
+def attention_implementation(recipe: Recipe, runtime: Runtime) -> str:
+    choice = recipe.model.attn_implementation
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    if choice == "flash_attention_2" and not (runtime.use_cuda and has_flash):
+        raise UserError("flash_attention_2 needs a CUDA GPU and the flash-attn package: pip install flash-attn, or use sdpa")
+    if choice != "auto":
+        return choice
+    return "flash_attention_2" if runtime.use_cuda and has_flash and runtime.dtype != torch.float32 else "sdpa"
+
+
+def quantization_config(recipe: Recipe, runtime: Runtime):
+    """4-bit NF4 settings for QLoRA; storage dtype = compute dtype so ZeRO-3/FSDP can shard the packed weights."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("method=qlora needs bitsandbytes: pip install 'finetune[qlora]' (or use method=lora)") from None
+    from transformers import BitsAndBytesConfig
+
+    q = recipe.quantization
+    compute = runtime.dtype if q.compute_dtype == "auto" else _DTYPES[q.compute_dtype]
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=compute,
+    )
+
+
+def load_model(recipe: Recipe, runtime: Runtime, vocab_size: int):
+    """The base model, quantized for QLoRA, embeddings resized to `vocab_size` when tokens were added."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    name = recipe.model.name_or_path
+    check_model_location(name)
+    kwargs = {
+        "dtype": runtime.dtype,
+        "attn_implementation": attention_implementation(recipe, runtime),
+        "trust_remote_code": recipe.model.trust_remote_code,
+        "revision": recipe.model.revision,
+    }
+    if recipe.method == "qlora":
+        kwargs["quantization_config"] = quantization_config(recipe, runtime)
+        if runtime.use_cuda:
+            kwargs["device_map"] = {"": _local_device_index()}
+    try:
+        if recipe.model.random_init:
+            model = _random_model(AutoConfig.from_pretrained(name, trust_remote_code=kwargs["trust_remote_code"]),
+                                  recipe.seed, kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except OSError as exc:
+        raise UserError(f"could not load model {name} ({str(exc).splitlines()[0]}); check model.name_or_path") from None
+    if model.get_input_embeddings().weight.shape[0] < vocab_size:
+        model.resize_token_embeddings(vocab_size, mean_resizing=True)
+    model.config.use_cache = False
+    return model
+
+
+def _random_model(config, seed: int, kwargs: dict):
+    """A model with seeded random weights; for QLoRA it is saved and reloaded so bitsandbytes quantizes it."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(
+        config, dtype=kwargs["dtype"], attn_implementation=kwargs["attn_implementation"],
+        trust_remote_code=kwargs["trust_remote_code"],
+    )
+    if "quantization_config" not in kwargs:
+        return model
+    with tempfile.TemporaryDirectory(prefix="finetune-random-init-") as tmp:
+        model.save_pretrained(tmp)
+        del model
+        return AutoModelForCausalLM.from_pretrained(tmp, **{k: v for k, v in kwargs.items() if k != "revision"})
+
+
+def _local_device_index() -> int:
+    from accelerate import PartialState
+
+    return PartialState().local_process_index
+
+
+def lora_config(recipe: Recipe):
+    """The PEFT config for lora/qlora/dora; None for full fine-tuning."""
+    if recipe.method == "full":
+        return None
+    from peft import LoraConfig
+
+    a = recipe.adapter
+    return LoraConfig(
+        r=a.r,
+        lora_alpha=a.alpha,
+        lora_dropout=a.dropout,
+        target_modules=a.target_modules,
+        use_rslora=a.use_rslora,
+        use_dora=recipe.method == "dora",
+        modules_to_save=a.modules_to_save or None,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )

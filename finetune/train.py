@@ -1,0 +1,237 @@
+"""Build and run the trainer for a recipe: TRL's SFTTrainer on pre-tokenized samples, under Accelerate.
+
+Every process prepares the same data (deterministic for the seed) and trains its shard; only the main process
+touches the output directory, which is renamed into place when the run is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from finetune.data.build import PreparedData, prepare_data
+from finetune.data.formats import SampleEncoder, detect_family, ensure_fim_tokens
+from finetune.model import Runtime, load_model, load_tokenizer, lora_config, resolve_runtime
+from finetune.recipe import Recipe, recipe_to_yaml
+from finetune.rundir import RunDir
+
+
+class MetricsCallback(TrainerCallback):
+    """Adds tokens/s to every log and appends each log line to `metrics.jsonl` (main process only)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.history: list[dict[str, Any]] = []
+        self._last: tuple[float, float] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = (time.perf_counter(), 0.0)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None:
+            return
+        now = time.perf_counter()
+        tokens = logs.get("num_tokens")
+        if tokens is not None and self._last is not None:
+            then, seen = self._last
+            if tokens >= seen and now > then:
+                logs["tokens_per_second"] = round((tokens - seen) / (now - then), 1)
+            self._last = (now, tokens)
+        if not state.is_world_process_zero:
+            return
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
+        self.history.append(record)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class RunSummary:
+    output_dir: Path
+    steps: int
+    first_loss: float | None
+    last_loss: float | None
+    eval_loss: float | None
+    tokens_per_second: float | None
+    train_seconds: float
+    method: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        def fmt(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.4f}"
+
+        tps = "n/a" if self.tokens_per_second is None else f"{self.tokens_per_second:,.0f}"
+        return [
+            f"trained ({self.method}) for {self.steps} steps in {self.train_seconds:.1f}s",
+            f"train loss {fmt(self.first_loss)} -> {fmt(self.last_loss)}; eval loss {fmt(self.eval_loss)}",
+            f"throughput {tps} tokens/s",
+            f"outputs in {self.output_dir}",
+        ]
+
+
+def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_eval: bool):
+    from trl import SFTConfig
+
+    t = recipe.training
+    checkpointing = runtime.use_cuda if t.gradient_checkpointing == "auto" else t.gradient_checkpointing
+    optim = t.optim
+    if optim == "auto":
+        optim = "paged_adamw_8bit" if recipe.method == "qlora" and runtime.use_cuda else "adamw_torch"
+    return SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup if t.warmup < 1 else int(t.warmup),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=optim,
+        gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if has_eval and t.eval_steps else "no",
+        eval_steps=t.eval_steps,
+        report_to=[] if t.report_to == "none" else [t.report_to],
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        bf16=runtime.bf16,
+        fp16=runtime.fp16,
+        use_cpu=not runtime.use_cuda,
+        dataloader_num_workers=t.dataloader_num_workers,
+        max_length=recipe.data.max_length,
+        packing=recipe.data.packing,
+        packing_strategy="bfd",
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+    )
+
+
+def prepare(recipe: Recipe) -> tuple[Any, str, int, PreparedData]:
+    """Tokenizer (FIM tokens checked or added), family, tokens added, and the tokenized data."""
+    tokenizer = load_tokenizer(recipe)
+    family = recipe.model.family if recipe.model.family != "auto" else detect_family(tokenizer)
+    added = ensure_fim_tokens(tokenizer, family, add=recipe.model.add_fim_tokens)
+    encoder = SampleEncoder(tokenizer, family, loss_on=recipe.data.loss_on)
+    return tokenizer, family, added, prepare_data(recipe, encoder)
+
+
+def run(recipe: Recipe, console=None) -> RunSummary | None:
+    """Train as the recipe says; returns the summary on the main process (None on the others)."""
+    from accelerate import PartialState
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    state = PartialState()
+    rundir = RunDir(recipe.output_dir)
+    checkpoint = None
+    if state.is_main_process:
+        checkpoint = rundir.prepare(overwrite=recipe.overwrite, resume=recipe.resume)
+    state.wait_for_everyone()
+    if recipe.resume and not state.is_main_process:
+        from finetune.rundir import last_checkpoint
+
+        checkpoint = last_checkpoint(rundir.partial)
+
+    set_seed(recipe.seed)
+    runtime = resolve_runtime(recipe)
+    tokenizer, family, _, data = prepare(recipe)
+    resolved = recipe.model_copy(deep=True)
+    resolved.model.family = family
+    if state.is_main_process and console is not None:
+        for line in data.ingest.summary_lines():
+            console.print(f"[dim]data:[/dim] {line}")
+        console.print(
+            f"[dim]data:[/dim] {len(data.train)} train / {len(data.eval) if data.eval else 0} eval samples, "
+            f"{data.stats['tokens']:,} train tokens, family {family}"
+        )
+
+    model = load_model(recipe, runtime, vocab_size=len(tokenizer))
+    if recipe.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=runtime.use_cuda)
+    args = training_arguments(recipe, runtime, rundir.partial, has_eval=data.eval is not None)
+    metrics = MetricsCallback(rundir.partial / "metrics.jsonl")
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        peft_config=lora_config(recipe),
+    )
+    trainer.callback_handler.callbacks.insert(0, metrics)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    eval_loss = trainer.evaluate()["eval_loss"] if data.eval is not None else None
+    if eval_loss is not None and state.is_main_process:
+        with metrics.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": trainer.state.global_step, "final_eval_loss": eval_loss}) + "\n")
+    trainer.save_model(str(rundir.partial))
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+
+    _write_run_files(rundir.partial, resolved, data)
+    losses = [r["loss"] for r in _read_metrics(metrics.path) if "loss" in r]
+    runtime_s = float(result.metrics.get("train_runtime", 0.0))
+    summary = RunSummary(
+        output_dir=rundir.finalize(),
+        steps=trainer.state.global_step,
+        first_loss=losses[0] if losses else None,
+        last_loss=losses[-1] if losses else None,
+        eval_loss=eval_loss,
+        tokens_per_second=_overall_tokens_per_second(metrics.history, runtime_s),
+        train_seconds=runtime_s,
+        method=recipe.method,
+        data=dict(data.stats),
+    )
+    (summary.output_dir / "summary.json").write_text(json.dumps(_summary_dict(summary), indent=2) + "\n")
+    return summary
+
+
+def _write_run_files(directory: Path, recipe: Recipe, data: PreparedData) -> None:
+    (directory / "recipe.yaml").write_text(recipe_to_yaml(recipe), encoding="utf-8")
+    (directory / "data_report.json").write_text(json.dumps(data.report(), indent=2) + "\n", encoding="utf-8")
+    (directory / "split.json").write_text(
+        json.dumps({"seed": recipe.seed, "eval_split": recipe.data.eval_split, "eval_paths": data.eval_paths},
+                   indent=2) + "\n",
+        encoding="utf-8",
+    )
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _overall_tokens_per_second(history: list[dict[str, Any]], seconds: float) -> float | None:
+    tokens = [r["num_tokens"] for r in history if "num_tokens" in r]
+    return tokens[-1] / seconds if tokens and seconds > 0 else None
+
+
+def _summary_dict(summary: RunSummary) -> dict[str, Any]:
+    return {
+        "output_dir": str(summary.output_dir),
+        "method": summary.method,
+        "steps": summary.steps,
+        "first_loss": summary.first_loss,
+        "last_loss": summary.last_loss,
+        "eval_loss": summary.eval_loss,
+        "tokens_per_second": summary.tokens_per_second,
+        "train_seconds": summary.train_seconds,
+        "data": summary.data,
+    }
