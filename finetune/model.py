@@ -73,7 +73,9 @@ def attention_implementation(recipe: Recipe, runtime: Runtime) -> str:
     choice = recipe.model.attn_implementation
     has_flash = importlib.util.find_spec("flash_attn") is not None
     if choice == "flash_attention_2" and not (runtime.use_cuda and has_flash):
-        raise UserError("flash_attention_2 needs a CUDA GPU and the flash-attn package: pip install flash-attn, or use sdpa")
+        raise UserError(
+            "flash_attention_2 needs a CUDA GPU and the flash-attn package: pip install flash-attn, or use sdpa"
+        )
     if choice != "auto":
         return choice
     return "flash_attention_2" if runtime.use_cuda and has_flash and runtime.dtype != torch.float32 else "sdpa"
@@ -116,8 +118,9 @@ def load_model(recipe: Recipe, runtime: Runtime, vocab_size: int):
             kwargs["device_map"] = {"": _local_device_index()}
     try:
         if recipe.model.random_init:
-            model = _random_model(AutoConfig.from_pretrained(name, trust_remote_code=kwargs["trust_remote_code"]),
-                                  recipe.seed, kwargs)
+            model = _random_model(
+                AutoConfig.from_pretrained(name, trust_remote_code=kwargs["trust_remote_code"]), recipe.seed, kwargs
+            )
         else:
             model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except OSError as exc:
@@ -134,7 +137,9 @@ def _random_model(config, seed: int, kwargs: dict):
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(
-        config, dtype=kwargs["dtype"], attn_implementation=kwargs["attn_implementation"],
+        config,
+        dtype=kwargs["dtype"],
+        attn_implementation=kwargs["attn_implementation"],
         trust_remote_code=kwargs["trust_remote_code"],
     )
     if "quantization_config" not in kwargs:

@@ -33,13 +33,18 @@ class Section(BaseModel):
 class ModelSection(Section):
     name_or_path: str = Field(description="Base model: a local directory or a hub name already in the local cache.")
     family: Family = Field("auto", description="Prompt-format family; 'auto' detects it from the tokenizer.")
-    dtype: Precision = Field("auto", description="Weights/compute precision; 'auto' = bf16 on a GPU with bf16, else fp32.")
+    dtype: Precision = Field(
+        "auto", description="Weights/compute precision; 'auto' = bf16 on a GPU with bf16, else fp32."
+    )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="Attention kernel; 'auto' = flash_attention_2 on a GPU when installed, else sdpa."
     )
-    trust_remote_code: bool = Field(False, description="Run modelling code shipped with the model (only if you trust it).")
+    trust_remote_code: bool = Field(
+        False, description="Run modelling code shipped with the model (only if you trust it)."
+    )
     random_init: bool = Field(
-        False, description="Initialise weights from the config with `seed` instead of loading them (smoke tests, benchmarks)."
+        False,
+        description="Initialise weights from the config with `seed` instead of loading them (smoke tests, benchmarks).",
     )
     add_fim_tokens: bool = Field(
         False, description="Add the family's FIM tokens when the tokenizer lacks them, and resize the embeddings."
@@ -52,11 +57,13 @@ class AdapterSection(Section):
     alpha: float = Field(32.0, gt=0, description="LoRA alpha (scaling = alpha / r, or alpha / sqrt(r) with rslora).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Modules to adapt: 'all-linear' (every linear layer but the LM head) or a list of names."
+        "all-linear",
+        description="Modules to adapt: 'all-linear' (every linear layer but the LM head) or a list of names.",
     )
     use_rslora: bool = Field(False, description="Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
     modules_to_save: list[str] = Field(
-        default_factory=list, description="Modules trained in full and saved with the adapter (e.g. embed_tokens, lm_head)."
+        default_factory=list,
+        description="Modules trained in full and saved with the adapter (e.g. embed_tokens, lm_head).",
     )
 
 
@@ -126,7 +133,8 @@ class TrainingSection(Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
     optim: str = Field(
-        "auto", description="Optimizer name for transformers; 'auto' = paged_adamw_8bit for QLoRA on GPU, else adamw_torch."
+        "auto",
+        description="Optimizer name for transformers; 'auto' = paged_adamw_8bit for QLoRA on GPU, else adamw_torch.",
     )
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto", description="Recompute activations to save memory; 'auto' = on for GPUs, off on CPU."
@@ -283,7 +291,9 @@ def _models_at(loc: tuple[Any, ...]) -> tuple[list[type[BaseModel]], list[str]]:
         if isinstance(part, int):
             path.append(str(part))
             continue
-        by_tag = [m for m in models if m.model_fields.get("type") is not None and m.model_fields["type"].default == part]
+        by_tag = [
+            m for m in models if m.model_fields.get("type") is not None and m.model_fields["type"].default == part
+        ]
         if by_tag:
             models = by_tag
             continue

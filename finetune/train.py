@@ -12,13 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from finetune.data.build import PreparedData, prepare_data
 from finetune.data.formats import SampleEncoder, detect_family, ensure_fim_tokens
-from finetune.model import Runtime, load_model, load_tokenizer, lora_config, resolve_runtime
+from finetune.errors import UserError
+from finetune.model import (
+    Runtime,
+    load_model,
+    load_tokenizer,
+    lora_config,
+    quantization_config,
+    resolve_runtime,
+)
 from finetune.recipe import Recipe, recipe_to_yaml
-from finetune.rundir import RunDir
+from finetune.rundir import RunDir, last_checkpoint
 
 
 class MetricsCallback(TrainerCallback):
@@ -60,7 +69,13 @@ class RunSummary:
     tokens_per_second: float | None
     train_seconds: float
     method: str
+    world_size: int = 1
     data: dict[str, Any] = field(default_factory=dict)
+    trainer: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = {k: v for k, v in self.__dict__.items() if k != "trainer"}
+        return {**fields, "output_dir": str(self.output_dir)}
 
     def lines(self) -> list[str]:
         def fmt(value: float | None) -> str:
@@ -129,35 +144,61 @@ def prepare(recipe: Recipe) -> tuple[Any, str, int, PreparedData]:
 
 
 def run(recipe: Recipe, console=None) -> RunSummary | None:
-    """Train as the recipe says; returns the summary on the main process (None on the others)."""
+    """Train as the recipe says; returns the summary on the main process (None on the others).
+
+    Everything that can fail on bad input (output directory, model path, bitsandbytes, data) is checked before
+    anything is written.
+    """
     from accelerate import PartialState
     from transformers import set_seed
+
+    # Without a GPU, accelerate only sets up the process group (gloo) when told to run on CPU.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    rundir = RunDir(recipe.output_dir)
+    rundir.check(overwrite=recipe.overwrite, resume=recipe.resume)
+    state.wait_for_everyone()  # every process has checked before the main one creates anything
+    runtime = resolve_runtime(recipe)
+    if recipe.method == "qlora":
+        quantization_config(recipe, runtime)
+    set_seed(recipe.seed)
+    tokenizer, family, _, data = prepare(recipe)
+    if state.is_main_process:
+        if console is not None:
+            _print_data_summary(console, data, family)
+        rundir.prepare(overwrite=recipe.overwrite, resume=recipe.resume)
+    state.wait_for_everyone()
+    try:
+        return _train(recipe, runtime, tokenizer, family, data, rundir, state)
+    except UserError:
+        if state.is_main_process:
+            rundir.discard_if_empty()
+        raise
+
+
+def _match_adapter_dtype(model, runtime: Runtime) -> None:
+    """TRL keeps QLoRA adapters in bf16; in an fp32 run (CPU) that only loses precision and slows every step."""
+    if runtime.dtype != torch.float32:
+        return
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
+def _print_data_summary(console, data: PreparedData, family: str) -> None:
+    for line in data.ingest.summary_lines():
+        console.print(f"[dim]data:[/dim] {line}")
+    console.print(
+        f"[dim]data:[/dim] {len(data.train)} train / {len(data.eval) if data.eval else 0} eval samples, "
+        f"{data.stats['tokens']:,} train tokens, family {family}"
+    )
+
+
+def _train(
+    recipe: Recipe, runtime: Runtime, tokenizer, family: str, data: PreparedData, rundir: RunDir, state
+) -> RunSummary | None:
     from trl import SFTTrainer
 
-    state = PartialState()
-    rundir = RunDir(recipe.output_dir)
-    checkpoint = None
-    if state.is_main_process:
-        checkpoint = rundir.prepare(overwrite=recipe.overwrite, resume=recipe.resume)
-    state.wait_for_everyone()
-    if recipe.resume and not state.is_main_process:
-        from finetune.rundir import last_checkpoint
-
-        checkpoint = last_checkpoint(rundir.partial)
-
-    set_seed(recipe.seed)
-    runtime = resolve_runtime(recipe)
-    tokenizer, family, _, data = prepare(recipe)
-    resolved = recipe.model_copy(deep=True)
-    resolved.model.family = family
-    if state.is_main_process and console is not None:
-        for line in data.ingest.summary_lines():
-            console.print(f"[dim]data:[/dim] {line}")
-        console.print(
-            f"[dim]data:[/dim] {len(data.train)} train / {len(data.eval) if data.eval else 0} eval samples, "
-            f"{data.stats['tokens']:,} train tokens, family {family}"
-        )
-
+    checkpoint = last_checkpoint(rundir.partial) if recipe.resume else None
     model = load_model(recipe, runtime, vocab_size=len(tokenizer))
     if recipe.method == "qlora":
         from peft import prepare_model_for_kbit_training
@@ -174,6 +215,8 @@ def run(recipe: Recipe, console=None) -> RunSummary | None:
         peft_config=lora_config(recipe),
     )
     trainer.callback_handler.callbacks.insert(0, metrics)
+    if recipe.method == "qlora":
+        _match_adapter_dtype(trainer.model, runtime)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     eval_loss = trainer.evaluate()["eval_loss"] if data.eval is not None else None
     if eval_loss is not None and state.is_main_process:
@@ -184,6 +227,8 @@ def run(recipe: Recipe, console=None) -> RunSummary | None:
     if not state.is_main_process:
         return None
 
+    resolved = recipe.model_copy(deep=True)
+    resolved.model.family = family
     _write_run_files(rundir.partial, resolved, data)
     losses = [r["loss"] for r in _read_metrics(metrics.path) if "loss" in r]
     runtime_s = float(result.metrics.get("train_runtime", 0.0))
@@ -196,9 +241,11 @@ def run(recipe: Recipe, console=None) -> RunSummary | None:
         tokens_per_second=_overall_tokens_per_second(metrics.history, runtime_s),
         train_seconds=runtime_s,
         method=recipe.method,
+        world_size=state.num_processes,
         data=dict(data.stats),
     )
-    (summary.output_dir / "summary.json").write_text(json.dumps(_summary_dict(summary), indent=2) + "\n")
+    summary.trainer = trainer
+    (summary.output_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
 
 
@@ -206,8 +253,8 @@ def _write_run_files(directory: Path, recipe: Recipe, data: PreparedData) -> Non
     (directory / "recipe.yaml").write_text(recipe_to_yaml(recipe), encoding="utf-8")
     (directory / "data_report.json").write_text(json.dumps(data.report(), indent=2) + "\n", encoding="utf-8")
     (directory / "split.json").write_text(
-        json.dumps({"seed": recipe.seed, "eval_split": recipe.data.eval_split, "eval_paths": data.eval_paths},
-                   indent=2) + "\n",
+        json.dumps({"seed": recipe.seed, "eval_split": recipe.data.eval_split, "eval_paths": data.eval_paths}, indent=2)
+        + "\n",
         encoding="utf-8",
     )
 
@@ -221,17 +268,3 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
 def _overall_tokens_per_second(history: list[dict[str, Any]], seconds: float) -> float | None:
     tokens = [r["num_tokens"] for r in history if "num_tokens" in r]
     return tokens[-1] / seconds if tokens and seconds > 0 else None
-
-
-def _summary_dict(summary: RunSummary) -> dict[str, Any]:
-    return {
-        "output_dir": str(summary.output_dir),
-        "method": summary.method,
-        "steps": summary.steps,
-        "first_loss": summary.first_loss,
-        "last_loss": summary.last_loss,
-        "eval_loss": summary.eval_loss,
-        "tokens_per_second": summary.tokens_per_second,
-        "train_seconds": summary.train_seconds,
-        "data": summary.data,
-    }

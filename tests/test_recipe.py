@@ -32,8 +32,10 @@ def recipe_dir(tmp_path: Path) -> Path:
 
 
 def test_inheritance_and_typed_overrides(recipe_dir: Path) -> None:
-    recipe = load_recipe(recipe_dir / "child.yaml", ["training.max_steps=50", "adapter.dropout=0.1",
-                                                     "data.sources.0.exclude=[docs, '*.md']", "seed=7"])
+    recipe = load_recipe(
+        recipe_dir / "child.yaml",
+        ["training.max_steps=50", "adapter.dropout=0.1", "data.sources.0.exclude=[docs, '*.md']", "seed=7"],
+    )
     assert recipe.method == "dora"
     assert recipe.adapter.r == 8
     assert recipe.adapter.alpha == 32  # default kept
@@ -105,14 +107,41 @@ def test_overrides_do_not_mutate_input() -> None:
 
 def test_every_key_is_documented() -> None:
     keys = {key: (default, description) for key, _, default, description in iter_keys()}
-    for required in ["output_dir", "method", "model.name_or_path", "model.dtype", "model.attn_implementation",
-                     "model.trust_remote_code", "adapter.r", "adapter.alpha", "adapter.dropout",
-                     "adapter.target_modules", "adapter.use_rslora", "adapter.modules_to_save", "data.max_length",
-                     "data.packing", "data.eval_split", "data.fim.rate", "data.fim.spm_rate", "training.batch_size",
-                     "training.gradient_accumulation_steps", "training.learning_rate", "training.lr_scheduler",
-                     "training.warmup", "training.epochs", "training.max_steps", "training.weight_decay",
-                     "training.gradient_checkpointing", "seed", "training.logging_steps", "training.save_steps",
-                     "training.eval_steps", "training.report_to", "resume", "data.sources[type=repo].path"]:
+    for required in [
+        "output_dir",
+        "method",
+        "model.name_or_path",
+        "model.dtype",
+        "model.attn_implementation",
+        "model.trust_remote_code",
+        "adapter.r",
+        "adapter.alpha",
+        "adapter.dropout",
+        "adapter.target_modules",
+        "adapter.use_rslora",
+        "adapter.modules_to_save",
+        "data.max_length",
+        "data.packing",
+        "data.eval_split",
+        "data.fim.rate",
+        "data.fim.spm_rate",
+        "training.batch_size",
+        "training.gradient_accumulation_steps",
+        "training.learning_rate",
+        "training.lr_scheduler",
+        "training.warmup",
+        "training.epochs",
+        "training.max_steps",
+        "training.weight_decay",
+        "training.gradient_checkpointing",
+        "seed",
+        "training.logging_steps",
+        "training.save_steps",
+        "training.eval_steps",
+        "training.report_to",
+        "resume",
+        "data.sources[type=repo].path",
+    ]:
         assert required in keys, required
     assert all(description for _, description in keys.values())
     assert keys["model.trust_remote_code"][0] == "False"

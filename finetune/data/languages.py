@@ -23,7 +23,9 @@ class Language:
 
 
 LANGUAGES: dict[str, Language] = {
-    "python": Language("Python", "# {}", (".py", ".pyi", ".pyw"), ("SConstruct", "SConscript"), ("python", "python3", "python2")),
+    "python": Language(
+        "Python", "# {}", (".py", ".pyi", ".pyw"), ("SConstruct", "SConscript"), ("python", "python3", "python2")
+    ),
     "java": Language("Java", "// {}", (".java",)),
     "javascript": Language("JavaScript", "// {}", (".js", ".mjs", ".cjs"), (), ("node", "nodejs")),
     "typescript": Language("TypeScript", "// {}", (".ts", ".mts", ".cts")),

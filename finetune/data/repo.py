@@ -34,7 +34,7 @@ SKIP_REASONS = (
     "unknown_language",  # neither name, extension nor shebang tells the language
     "other_language",  # a language the `languages` filter leaves out
     "too_large",  # larger than `max_file_bytes`
-    "invalid_utf8",  # not valid UTF-8 text
+    "invalid_utf8",  # not valid UTF-8 text (or a file name that is not)
 )
 
 # Folders that hold other people's code, build outputs or caches: never walked into, whatever .gitignore says.
@@ -80,16 +80,15 @@ class IngestReport:
     languages: Counter[str] = field(default_factory=Counter)
 
     def merge(self, other: IngestReport) -> IngestReport:
-        """A new report with both reports' counts, for a recipe with several repositories."""
-        return IngestReport(
-            files_seen=self.files_seen + other.files_seen,
-            files_kept=self.files_kept + other.files_kept,
-            bytes_seen=self.bytes_seen + other.bytes_seen,
-            bytes_kept=self.bytes_kept + other.bytes_kept,
-            skipped=self.skipped + other.skipped,
-            skipped_dirs=self.skipped_dirs + other.skipped_dirs,
-            languages=self.languages + other.languages,
-        )
+        """Add `other`'s counts into this report (for several sources); returns self so calls can chain."""
+        self.files_seen += other.files_seen
+        self.files_kept += other.files_kept
+        self.bytes_seen += other.bytes_seen
+        self.bytes_kept += other.bytes_kept
+        self.skipped.update(other.skipped)
+        self.skipped_dirs.update(other.skipped_dirs)
+        self.languages.update(other.languages)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able numbers, saved next to a prepared dataset."""
@@ -239,7 +238,7 @@ def _nothing_usable(root: str | Path, report: IngestReport, max_file_bytes: int)
     if not report.skipped:
         where = f" outside skipped folders ({_counts_text(report.skipped_dirs)})" if report.skipped_dirs else ""
         return UserError(f"no files found in repository {root}{where}: point at a folder with source code")
-    reason, count = max(report.skipped.items(), key=lambda item: (item[1], -SKIP_REASONS.index(item[0])))
+    reason, count = next(iter(_ordered(report.skipped).items()))  # the commonest; ties by name
     return UserError(
         f"no usable files in repository {root}: {report.files_seen} seen, most skipped as {reason} ({count}); "
         f"{_fix_for(reason, max_file_bytes)}"
@@ -339,6 +338,8 @@ class _Walker:
             raise _Skip("vendored")
         if outside:
             raise _Skip("symlink_outside")
+        if not _is_utf8(rel):  # a file name in another encoding: Document.path must be valid text downstream
+            raise _Skip("invalid_utf8")
 
     def _load(self, path: str, rel: str, info: os.stat_result | None) -> Document:
         """The checks that look at the file: size from stat first, so an oversized file is never read whole."""
@@ -393,6 +394,15 @@ def _entry_kind(entry: os.DirEntry[str]) -> str:
     except OSError:
         pass
     return "file"
+
+
+def _is_utf8(text: str) -> bool:
+    """False for names os.scandir decoded with surrogate escapes (bytes that are not UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _stat(path: str) -> os.stat_result | None:

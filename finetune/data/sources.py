@@ -62,7 +62,9 @@ def _load_jsonl(source: JsonlSource) -> tuple[list[Document], IngestReport]:
             documents.append(Document(path=path, language=language, text=text))
             _count_kept(report, language, text)
     if not documents:
-        raise UserError(f"{file}: no record has a non-empty {source.text_field!r} field; set text_field to the right key")
+        raise UserError(
+            f"{file}: no record has a non-empty {source.text_field!r} field; set text_field to the right key"
+        )
     return documents, report
 
 
@@ -88,8 +90,11 @@ def _load_text(source: TextSource) -> tuple[list[Document], IngestReport]:
         if not text.strip():
             report.skipped["empty"] += 1
             continue
-        documents.append(Document(path=file.name if root.is_file() else file.relative_to(root).as_posix(),
-                                  language="text", text=text))
+        documents.append(
+            Document(
+                path=file.name if root.is_file() else file.relative_to(root).as_posix(), language="text", text=text
+            )
+        )
         _count_kept(report, "text", text)
     return documents, report
 

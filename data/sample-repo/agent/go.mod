@@ -1,0 +1,3 @@
+module example.com/tasklet/agent
+
+go 1.22

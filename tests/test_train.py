@@ -1,0 +1,209 @@
+"""End-to-end training on CPU with a tiny model: every method learns, saves, and loads back to the same logits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from finetune.recipe import validate_recipe
+from finetune.train import MetricsCallback, run
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+@pytest.fixture(scope="module")
+def code_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small fixed set of real Python code (three standard-library modules) that a tiny model can fit quickly."""
+    root = tmp_path_factory.mktemp("repo")
+    for name in ["colorsys.py", "keyword.py", "bisect.py"]:
+        shutil.copy(STDLIB / name, root / name)
+    return root
+
+
+def recipe_dict(out: Path, model_dir: Path, repo: Path, method: str = "lora", **training) -> dict:
+    return {
+        "output_dir": str(out),
+        "method": method,
+        "model": {"name_or_path": str(model_dir), "family": "starcoder"},
+        "adapter": {"r": 8, "alpha": 16, "dropout": 0.0},
+        "data": {"sources": [{"type": "repo", "path": str(repo)}], "max_length": 128, "eval_split": 0.2},
+        "training": {
+            "batch_size": 4,
+            "learning_rate": 5e-3 if method == "full" else 3e-2,
+            "max_steps": 12,
+            "logging_steps": 1,
+            "save_steps": 1000,
+            "warmup": 0,
+            **training,
+        },
+    }
+
+
+def logits_of(model, ids: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+def reload(out: Path, model_dir: Path, method: str):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if method == "full":
+        return AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    kwargs = {}
+    if method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+            bnb_4bit_quant_storage=torch.float32,
+        )
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kwargs)
+    return PeftModel.from_pretrained(base, out)
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "full", "qlora"])
+def test_method_learns_and_reloads_identically(method, tmp_path, tiny_model_dir, code_repo) -> None:
+    out = tmp_path / "run"
+    summary = run(validate_recipe(recipe_dict(out, tiny_model_dir, code_repo, method)))
+    losses = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
+    assert summary.steps == 12 and summary.eval_loss is not None
+    assert not out.with_name("run.partial").exists()
+    for name in [
+        "recipe.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "split.json",
+        "data_report.json",
+        "tokenizer_config.json",
+    ]:
+        assert (out / name).is_file(), name
+    weights = "model.safetensors" if method == "full" else "adapter_model.safetensors"
+    assert (out / weights).is_file()
+    saved_recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert saved_recipe["method"] == method and saved_recipe["model"]["family"] == "starcoder"
+
+    ids = torch.tensor([[5, 17, 42, 99, 7, 230, 11, 64]])
+    trained = logits_of(summary.trainer.model, ids)
+    reloaded = logits_of(reload(out, tiny_model_dir, method), ids)
+    assert torch.allclose(trained, reloaded, atol=1e-5), (trained - reloaded).abs().max()
+    if method != "full":  # the adapter really changed the model
+        from transformers import AutoModelForCausalLM
+
+        base = logits_of(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), ids)
+        assert (base - reloaded).abs().max() > 1e-3
+
+
+def test_packed_logits_equal_unpacked(tiny_model_dir) -> None:
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    first, second = [3, 14, 15, 92, 65, 35], [89, 79, 32, 38, 46]
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(
+        [{"input_ids": first}, {"input_ids": second}]
+    )
+    assert "attention_mask" not in batch
+    model.eval()
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        alone = torch.cat([model(input_ids=torch.tensor([ids])).logits for ids in (first, second)], dim=1)
+        leaky = model(input_ids=batch["input_ids"], use_cache=False).logits  # no document boundaries
+    assert torch.allclose(packed, alone, atol=1e-5)
+    assert not torch.allclose(leaky[:, len(first) :], alone[:, len(first) :], atol=1e-3)
+    # labels never ask the last token of one document to predict the first of the next
+    assert batch["labels"][0, len(first)] == -100
+
+
+def test_resume_continues_from_checkpoint(tmp_path, tiny_model_dir, code_repo, monkeypatch) -> None:
+    out = tmp_path / "run"
+    data = recipe_dict(out, tiny_model_dir, code_repo, max_steps=6, save_steps=2)
+    steps_run: list[int] = []
+
+    def crash_at_five(self, args, state, control, **kwargs):
+        steps_run.append(state.global_step)
+        if state.global_step == 5:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(MetricsCallback, "on_step_end", crash_at_five, raising=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(validate_recipe(data))
+    partial = out.with_name("run.partial")
+    assert not out.exists() and (partial / "checkpoint-4").is_dir()
+
+    steps_run.clear()
+    monkeypatch.setattr(
+        MetricsCallback, "on_step_end", lambda self, a, s, c, **k: steps_run.append(s.global_step), raising=False
+    )
+    summary = run(validate_recipe({**data, "resume": True}))
+    assert steps_run == [5, 6]
+    assert summary.steps == 6 and out.is_dir() and not partial.exists()
+
+
+def test_existing_output_is_refused_then_overwritten(tmp_path, tiny_model_dir, code_repo) -> None:
+    from finetune.errors import UserError
+
+    out = tmp_path / "run"
+    run(validate_recipe(recipe_dict(out, tiny_model_dir, code_repo, max_steps=2)))
+    with pytest.raises(UserError, match="already holds a run: set overwrite=true"):
+        run(validate_recipe(recipe_dict(out, tiny_model_dir, code_repo, max_steps=2)))
+    summary = run(validate_recipe({**recipe_dict(out, tiny_model_dir, code_repo, max_steps=3), "overwrite": True}))
+    assert summary.steps == 3 and json.loads((out / "summary.json").read_text())["steps"] == 3
+
+
+@pytest.mark.distributed
+def test_two_process_data_parallel_run(tmp_path, tiny_model_dir, code_repo) -> None:
+    out = tmp_path / "run"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict(out, tiny_model_dir, code_repo, max_steps=4)))
+    config = tmp_path / "accelerate.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "compute_environment": "LOCAL_MACHINE",
+                "distributed_type": "MULTI_GPU",
+                "num_processes": 2,
+                "num_machines": 1,
+                "machine_rank": 0,
+                "mixed_precision": "no",
+                "use_cpu": True,
+                "gpu_ids": "all",
+            }
+        )
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(config),
+            "-m",
+            "finetune",
+            "train",
+            str(recipe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged_steps = [r["step"] for r in records if "loss" in r]
+    assert logged_steps == sorted(set(logged_steps))  # one writer: no duplicated lines
+    assert result.stdout.count("finetune train: done") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accelerate.yaml", "recipe.yaml", "run"]
