@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from finetune.errors import UserError
 
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers 5 renames arguments that TRL still passes; the notices say nothing a user can act on
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

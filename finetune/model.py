@@ -156,13 +156,20 @@ def _local_device_index() -> int:
     return PartialState().local_process_index
 
 
-def lora_config(recipe: Recipe):
-    """The PEFT config for lora/qlora/dora; None for full fine-tuning."""
+def lora_config(recipe: Recipe, new_token_ids: list[int] | None = None):
+    """The PEFT config for lora/qlora/dora; None for full fine-tuning.
+
+    Tokens added to the vocabulary (FIM tokens) start as mean embeddings: their embedding rows are trained through
+    PEFT's trainable tokens and the LM head in full, or the model could never learn to read or emit them.
+    """
     if recipe.method == "full":
         return None
     from peft import LoraConfig
 
     a = recipe.adapter
+    modules_to_save = list(a.modules_to_save)
+    if new_token_ids and "lm_head" not in modules_to_save:
+        modules_to_save.append("lm_head")
     return LoraConfig(
         r=a.r,
         lora_alpha=a.alpha,
@@ -170,7 +177,8 @@ def lora_config(recipe: Recipe):
         target_modules=a.target_modules,
         use_rslora=a.use_rslora,
         use_dora=recipe.method == "dora",
-        modules_to_save=a.modules_to_save or None,
+        modules_to_save=modules_to_save or None,
+        trainable_token_indices={"embed_tokens": new_token_ids} if new_token_ids else None,
         task_type="CAUSAL_LM",
         bias="none",
     )

@@ -6,6 +6,7 @@ touches the output directory, which is renamed into place when the run is comple
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -160,19 +161,35 @@ def run(recipe: Recipe, console=None) -> RunSummary | None:
     runtime = resolve_runtime(recipe)
     if recipe.method == "qlora":
         quantization_config(recipe, runtime)
+    check_tracker(recipe.training.report_to)
     set_seed(recipe.seed)
-    tokenizer, family, _, data = prepare(recipe)
+    tokenizer, family, added, data = prepare(recipe)
     if state.is_main_process:
         if console is not None:
             _print_data_summary(console, data, family)
         rundir.prepare(overwrite=recipe.overwrite, resume=recipe.resume)
     state.wait_for_everyone()
     try:
-        return _train(recipe, runtime, tokenizer, family, data, rundir, state)
+        new_token_ids = list(range(len(tokenizer) - added, len(tokenizer)))
+        return _train(recipe, runtime, tokenizer, family, data, rundir, state, new_token_ids)
     except UserError:
         if state.is_main_process:
             rundir.discard_if_empty()
         raise
+
+
+_TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def check_tracker(report_to: str) -> None:
+    """An experiment tracker that is not installed fails before any work, not after the first logging step."""
+    package = _TRACKER_PACKAGES.get(report_to)
+    if package is None:
+        return
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        raise UserError(f"training.report_to={report_to} needs the {package} package: pip install {package}") from None
 
 
 def _match_adapter_dtype(model, runtime: Runtime) -> None:
@@ -194,7 +211,14 @@ def _print_data_summary(console, data: PreparedData, family: str) -> None:
 
 
 def _train(
-    recipe: Recipe, runtime: Runtime, tokenizer, family: str, data: PreparedData, rundir: RunDir, state
+    recipe: Recipe,
+    runtime: Runtime,
+    tokenizer,
+    family: str,
+    data: PreparedData,
+    rundir: RunDir,
+    state,
+    new_token_ids: list[int],
 ) -> RunSummary | None:
     from trl import SFTTrainer
 
@@ -212,7 +236,7 @@ def _train(
         train_dataset=data.train,
         eval_dataset=data.eval,
         processing_class=tokenizer,
-        peft_config=lora_config(recipe),
+        peft_config=lora_config(recipe, new_token_ids),
     )
     trainer.callback_handler.callbacks.insert(0, metrics)
     if recipe.method == "qlora":

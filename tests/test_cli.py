@@ -118,3 +118,9 @@ def test_output_dir_not_writable(tmp_path: Path, capsys, tiny_model_dir: Path) -
 def test_missing_fim_tokens(tmp_path: Path, capsys, tiny_model_dir: Path) -> None:
     recipe = write_recipe(tmp_path, str(tiny_model_dir), ".")
     fails_cleanly(capsys, ["train", str(recipe), "model.family=codellama"], "add_fim_tokens", tmp_path)
+
+
+def test_missing_experiment_tracker(tmp_path: Path, capsys, monkeypatch, tiny_model_dir: Path) -> None:
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    recipe = write_recipe(tmp_path, str(tiny_model_dir), ".")
+    fails_cleanly(capsys, ["train", str(recipe), "training.report_to=wandb"], "pip install wandb", tmp_path)

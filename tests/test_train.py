@@ -207,3 +207,25 @@ def test_two_process_data_parallel_run(tmp_path, tiny_model_dir, code_repo) -> N
     assert logged_steps == sorted(set(logged_steps))  # one writer: no duplicated lines
     assert result.stdout.count("finetune train: done") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["accelerate.yaml", "recipe.yaml", "run"]
+
+
+def test_added_fim_tokens_are_trained_and_saved(tmp_path, tiny_model_dir, code_repo) -> None:
+    """A StarCoder-token model fine-tuned in CodeLlama's format: the missing FIM tokens are added and learned."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    data = recipe_dict(out, tiny_model_dir, code_repo, max_steps=3)
+    data["model"].update(family="codellama", add_fim_tokens=True)
+    summary = run(validate_recipe(data))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    new_ids = tokenizer.convert_tokens_to_ids(["▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"])
+    assert len(set(new_ids)) == 4 and min(new_ids) >= len(AutoTokenizer.from_pretrained(tiny_model_dir))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    base.resize_token_embeddings(len(tokenizer))
+    reloaded = PeftModel.from_pretrained(base, out)
+    ids = torch.tensor([[5, 17, *new_ids, 42]])
+    assert torch.allclose(logits_of(summary.trainer.model, ids), logits_of(reloaded, ids), atol=1e-5)
+    layer = next(m for m in summary.trainer.model.modules() if hasattr(m, "trainable_tokens_delta"))
+    trained, original = layer.trainable_tokens_delta["default"], layer.trainable_tokens_original["default"]
+    assert trained.shape[0] == 4 and (trained - original).abs().max() > 1e-4  # the new rows moved

@@ -1,0 +1,123 @@
+"""Data sources and the recipe -> tokenized dataset step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from finetune.data.build import prepare_data, split_documents
+from finetune.data.formats import IGNORE_INDEX, SampleEncoder
+from finetune.data.sample import Document
+from finetune.data.sources import load_documents
+from finetune.errors import UserError
+from finetune.recipe import DatasetSource, JsonlSource, TextSource, validate_recipe
+
+
+def test_jsonl_source_reads_fields_and_counts_skips(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    rows = [
+        {"text": "def f():\n    return 1\n", "file": "pkg/f.py"},
+        {"other": 1},
+        {"text": "SELECT 1;", "file": "q.sql"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    docs, report = load_documents([JsonlSource(path=str(path), path_field="file")])
+    assert [(d.path, d.language) for d in docs] == [("pkg/f.py", "python"), ("q.sql", "sql")]
+    assert report.files_seen == 3 and report.files_kept == 2 and report.skipped["missing_text_field"] == 1
+
+
+def test_jsonl_errors_name_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok"}\n{broken\n')
+    with pytest.raises(UserError, match="line 2 is not valid JSON"):
+        load_documents([JsonlSource(path=str(path))])
+    path.write_text('{"content": "x"}\n')
+    with pytest.raises(UserError, match="set text_field"):
+        load_documents([JsonlSource(path=str(path))])
+    with pytest.raises(UserError, match="not found"):
+        load_documents([JsonlSource(path=str(tmp_path / "missing.jsonl"))])
+
+
+def test_text_and_dataset_sources(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    (tmp_path / "txt").mkdir()
+    (tmp_path / "txt" / "a.txt").write_text("alpha\n")
+    (tmp_path / "txt" / "b.txt").write_bytes(b"\xff\xfe bad utf8")
+    Dataset.from_dict({"content": ["x = 1\n", "", "y = 2\n"]}).save_to_disk(str(tmp_path / "ds"))
+    docs, report = load_documents(
+        [TextSource(path=str(tmp_path / "txt")), DatasetSource(path=str(tmp_path / "ds"), text_field="content")]
+    )
+    assert [d.text for d in docs] == ["alpha\n", "x = 1\n", "y = 2\n"]
+    assert report.skipped["invalid_utf8"] == 1 and report.skipped["empty"] == 1
+    with pytest.raises(UserError, match="no column 'text'"):
+        load_documents([DatasetSource(path=str(tmp_path / "ds"))])
+
+
+def test_split_is_deterministic_stable_and_never_empty() -> None:
+    docs = [Document(f"src/m{i}.py", "python", f"x = {i}\n") for i in range(200)]
+    train, held = split_documents(docs, 0.1, seed=1)
+    assert 5 < len(held) < 40 and len(train) + len(held) == 200
+    assert {d.path for d in held}.isdisjoint(d.path for d in train)
+    more = [*docs, Document("src/new.py", "python", "z = 0\n")]
+    _, held_more = split_documents(more, 0.1, seed=1)
+    assert {d.path for d in held} <= {d.path for d in held_more}  # adding a file moves no other file
+    _, tiny_held = split_documents(docs[:3], 0.01, seed=1)
+    assert len(tiny_held) == 1
+    assert split_documents(docs, 0.0, seed=1) == (docs, [])
+
+
+def test_prepare_fits_max_length_and_keeps_eos_in_loss(tmp_path: Path, bpe_tokenizer) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "long.py").write_text("".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(400)))
+    for i in range(6):
+        (repo / f"m{i}.py").write_text(f"VALUE_{i} = {i}\nprint(VALUE_{i})\n")
+    recipe = validate_recipe(
+        {
+            "output_dir": "x",
+            "model": {"name_or_path": "m"},
+            "data": {
+                "sources": [{"type": "repo", "path": str(repo)}],
+                "max_length": 64,
+                "eval_split": 0.2,
+                "fim": {"rate": 1.0},
+            },
+        }
+    )
+    tokenizer = bpe_tokenizer("starcoder")
+    data = prepare_data(recipe, SampleEncoder(tokenizer, "starcoder"))
+    lengths = [len(ids) for ids in data.train["input_ids"]]
+    assert max(lengths) <= 64 and len(lengths) > 20  # the long file was cut, not truncated
+    for ids, labels in zip(data.train["input_ids"], data.train["labels"], strict=True):
+        assert len(ids) == len(labels)
+        if ids[-1] == tokenizer.eos_token_id:
+            assert labels[-1] == tokenizer.eos_token_id
+    assert data.eval is not None and len(data.eval_paths) >= 1
+    assert data.stats["fim_samples"] > 0 and data.stats["train_documents"] + data.stats["eval_documents"] == 7
+    report = data.report()
+    assert report["ingest"]["files_kept"] == 7 and report["eval_paths"] == data.eval_paths
+
+
+def test_loss_on_middle_masks_context(tmp_path: Path, bpe_tokenizer) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_text("import os\n\nprint(os.getcwd())\n")
+    recipe = validate_recipe(
+        {
+            "output_dir": "x",
+            "model": {"name_or_path": "m"},
+            "data": {
+                "sources": [{"type": "repo", "path": str(repo)}],
+                "eval_split": 0,
+                "loss_on": "middle",
+                "fim": {"rate": 1.0},
+            },
+        }
+    )
+    data = prepare_data(recipe, SampleEncoder(bpe_tokenizer("starcoder"), "starcoder", loss_on="middle"))
+    labels = data.train["labels"][0]
+    in_loss = [t for t in labels if t != IGNORE_INDEX]
+    assert 0 < len(in_loss) < len(labels) and labels[-1] != IGNORE_INDEX
