@@ -50,6 +50,91 @@ def cmd_recipe_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from finetune.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    from finetune.train import prepare
+
+    console = _console()
+    _, family, _, data, entry, cached = prepare(recipe)
+    for line in data.ingest_lines:
+        console.print(f"[dim]data:[/dim] {line}")
+    stats = ", ".join(f"{k} {v:,}" for k, v in sorted(data.stats.items()))
+    console.print(f"[dim]samples:[/dim] {stats}")
+    console.rule("[bold]finetune prepare: done")
+    console.print(f"{len(data.train):,} train / {len(data.eval) if data.eval else 0:,} eval samples, family {family}")
+    console.print(f"{'reused' if cached else 'wrote'} {entry} (report.json there); `finetune train` will reuse it")
+    return 0
+
+
+def cmd_data_fim(args: argparse.Namespace) -> int:
+    from collections import Counter
+    from pathlib import Path
+
+    from finetune.data.formats import get_family
+    from finetune.data.inspect import MODES, sample_record, write_jsonl_atomic
+    from finetune.data.repo import walk_repository
+    from finetune.data.sources import clean_documents
+    from finetune.data.transforms import make_samples
+    from finetune.recipe import FimSection
+
+    if args.family:
+        get_family(args.family)
+    docs, report = walk_repository(args.repo)
+    docs = clean_documents(docs, report, dedup=args.dedup, scrub=not args.keep_secrets)
+    structured, random_rate = MODES[args.mode]
+    fim = FimSection(structured_rate=structured, random_rate=random_rate, spm_rate=args.spm_rate)
+    stats: Counter[str] = Counter()
+    samples = make_samples(docs, fim, seed=args.seed, max_chars=args.max_chars, stats=stats)
+    count = write_jsonl_atomic(Path(args.out), (sample_record(s, args.family) for s in samples))
+    console = _console()
+    for line in report.summary_lines():
+        console.print(f"[dim]data:[/dim] {line}")
+    console.print(f"[dim]samples:[/dim] {', '.join(f'{k} {v}' for k, v in sorted(stats.items()))}")
+    console.print(f"wrote {count} samples to {args.out}")
+    return 0
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from rich.panel import Panel
+
+    from finetune.data.formats import SampleEncoder, detect_family, ensure_fim_tokens
+    from finetune.data.inspect import sample_kind, token_view
+    from finetune.data.sources import load_data_documents
+    from finetune.data.transforms import make_samples
+    from finetune.model import load_tokenizer
+    from finetune.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    tokenizer = load_tokenizer(recipe)
+    family = recipe.model.family if recipe.model.family != "auto" else detect_family(tokenizer)
+    ensure_fim_tokens(tokenizer, family, add=recipe.model.add_fim_tokens)
+    encoder = SampleEncoder(tokenizer, family, loss_on=recipe.data.loss_on)
+    docs, _ = load_data_documents(recipe.data)
+    samples = make_samples(docs, recipe.data.fim, seed=recipe.seed, max_chars=args.max_chars, stats=Counter())
+    console = _console()
+    wanted = {args.mode} if args.mode else None
+    shown = 0
+    for sample in samples:
+        kind = sample_kind(sample)
+        if wanted and kind not in wanted:
+            continue
+        row = encoder.encode(sample)
+        in_loss = sum(label != -100 for label in row["labels"])
+        title = f"{sample.path}  ({kind}{', ' + sample.node_type if sample.node_type else ''}"
+        title += f", {'spm' if sample.spm else 'psm'})" if sample.mode == "fim" else ")"
+        subtitle = f"{len(row['input_ids'])} tokens, {in_loss} in the loss (green); special tokens magenta"
+        console.print(Panel(token_view(encoder, row), title=title, subtitle=subtitle, title_align="left"))
+        shown += 1
+        if shown >= args.n:
+            break
+    console.print(f"showed {shown} samples of family {family}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetune",
@@ -61,6 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipe YAML file")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. training.max_steps=50")
     train.set_defaults(func=cmd_train)
+
+    prep = sub.add_parser("prepare", help="tokenize and cache the training set; `train` reuses a matching cache")
+    prep.add_argument("recipe", help="recipe YAML file")
+    prep.add_argument("overrides", nargs="*", metavar="key=value")
+    prep.set_defaults(func=cmd_prepare)
+
+    data = sub.add_parser("data", help="look at the samples a repository or recipe turns into")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    fim = data_sub.add_parser("fim", help="write the FIM samples of a repository as JSON Lines")
+    fim.add_argument("repo", help="repository directory")
+    fim.add_argument("--mode", choices=["structured", "random", "mixed"], default="structured")
+    fim.add_argument("--family", help="also write each sample's text in this family's prompt format")
+    fim.add_argument("--seed", type=int, default=42)
+    fim.add_argument("--spm-rate", type=float, default=0.5, help="fraction of samples in SPM order")
+    fim.add_argument("--max-chars", type=int, default=16_000, help="longer files: a window around the middle")
+    fim.add_argument("--dedup", choices=["none", "exact", "near"], default="near", help="drop duplicate files")
+    fim.add_argument("--keep-secrets", action="store_true", help="do not scrub secrets (they are scrubbed by default)")
+    fim.add_argument("--out", required=True, help="output .jsonl file (written atomically)")
+    fim.set_defaults(func=cmd_data_fim)
+    inspect = data_sub.add_parser("inspect", help="show a recipe's formatted samples with the loss tokens coloured")
+    inspect.add_argument("recipe")
+    inspect.add_argument("overrides", nargs="*", metavar="key=value")
+    inspect.add_argument("-n", type=int, default=5, help="how many samples")
+    inspect.add_argument("--mode", choices=["structured", "random", "plain"], help="only samples of this kind")
+    inspect.add_argument("--max-chars", type=int, default=4000, help="window size for long files")
+    inspect.set_defaults(func=cmd_data_inspect)
 
     recipe = sub.add_parser("recipe", help="show a resolved recipe or list every recipe key")
     recipe_sub = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)

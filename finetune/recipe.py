@@ -79,6 +79,10 @@ class RepoSource(Section):
     max_file_bytes: int = Field(1_000_000, gt=0, description="Files larger than this are skipped (counted).")
     exclude: list[str] = Field(default_factory=list, description="Extra gitignore-style patterns to skip.")
     languages: list[str] | None = Field(None, description="Keep only these language ids (None = all known languages).")
+    invalid_utf8: Literal["skip", "replace"] = Field(
+        "skip", description="Files that are not valid UTF-8: skip them, or decode with U+FFFD replacements (counted)."
+    )
+    skip_generated: bool = Field(True, description="Skip lock files, generated-code markers and minified files.")
 
 
 class JsonlSource(Section):
@@ -104,9 +108,46 @@ class DatasetSource(Section):
 Source = Annotated[Union[RepoSource, JsonlSource, TextSource, DatasetSource], Field(discriminator="type")]  # noqa: UP007
 
 
+class FimCategories(Section):
+    """Relative weights of the syntax-node kinds a structured-FIM middle is drawn from."""
+
+    function: float = Field(0.15, ge=0, description="A whole function or method definition.")
+    signature: float = Field(0.05, ge=0, description="A function's header, up to its body.")
+    body: float = Field(0.15, ge=0, description="A function's body.")
+    class_: float = Field(0.05, ge=0, alias="class", description="A class/struct/interface/enum/impl definition.")
+    block: float = Field(0.15, ge=0, description="A control block: if/for/while/try/switch/match.")
+    statement: float = Field(0.15, ge=0, description="One statement, or a run of up to 3 sibling statements.")
+    line: float = Field(0.10, ge=0, description="One whole line inside a function body.")
+    expression: float = Field(0.10, ge=0, description="An expression (call, binary, conditional, lambda ...).")
+    arguments: float = Field(0.05, ge=0, description="The arguments of a call, between the parentheses.")
+    empty: float = Field(0.05, ge=0, description="Nothing: a zero-length middle between two statements.")
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    def weights(self) -> dict[str, float]:
+        return self.model_dump(by_alias=True)
+
+
 class FimSection(Section):
-    rate: float = Field(0.5, ge=0, le=1, description="Fraction of documents turned into fill-in-the-middle samples.")
+    structured_rate: float = Field(
+        0.7, ge=0, le=1, description="Fraction of files whose middle is one syntax node (tree-sitter)."
+    )
+    random_rate: float = Field(0.0, ge=0, le=1, description="Fraction of files cut at two random characters.")
     spm_rate: float = Field(0.5, ge=0, le=1, description="Fraction of FIM samples in suffix-prefix-middle order.")
+    fallback: Literal["random", "plain", "skip"] = Field(
+        "random", description="What a structured-FIM file without a grammar or with parse errors becomes."
+    )
+    categories: FimCategories = Field(default_factory=FimCategories, description="Structured-FIM node weights.")
+
+    @model_validator(mode="after")
+    def _rates_fit(self) -> FimSection:
+        if self.structured_rate + self.random_rate > 1 + 1e-9:
+            raise ValueError(
+                "data.fim.structured_rate + data.fim.random_rate must be at most 1 (the rest is plain next-token)"
+            )
+        if self.structured_rate > 0 and sum(self.categories.weights().values()) <= 0:
+            raise ValueError("data.fim.categories: at least one category needs a weight above 0")
+        return self
 
 
 class DataSection(Section):
@@ -118,6 +159,17 @@ class DataSection(Section):
     max_length: int = Field(2048, gt=8, description="Tokens per training sequence (longer documents are split).")
     packing: bool = Field(True, description="Pack samples into full sequences; documents never attend to each other.")
     eval_split: float = Field(0.05, ge=0, lt=1, description="Fraction of documents held out for eval loss.")
+    dedup: Literal["none", "exact", "near"] = Field(
+        "near", description="Drop duplicate files: identical ones (exact), or also near-duplicates (MinHash LSH)."
+    )
+    near_dup_threshold: float = Field(
+        0.85, gt=0, le=1, description="Jaccard similarity above which files are near-duplicates."
+    )
+    scrub_secrets: bool = Field(True, description="Replace keys, tokens, passwords and private keys by a placeholder.")
+    cache: bool = Field(True, description="Reuse (and store) the tokenized dataset for identical data settings.")
+    cache_dir: str | None = Field(
+        None, description="Where prepared datasets are cached (None = $FINETUNE_CACHE or ~/.cache/finetune/prepared)."
+    )
 
 
 class TrainingSection(Section):

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from finetune.data.build import PreparedData, prepare_data
+from finetune.data.build import PreparedData
+from finetune.data.cache import prepare_cached
 from finetune.data.formats import SampleEncoder, detect_family, ensure_fim_tokens
 from finetune.errors import UserError
 from finetune.model import (
@@ -135,13 +136,20 @@ def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_e
     )
 
 
-def prepare(recipe: Recipe) -> tuple[Any, str, int, PreparedData]:
-    """Tokenizer (FIM tokens checked or added), family, tokens added, and the tokenized data."""
+def prepare(recipe: Recipe, state=None) -> tuple[Any, str, int, PreparedData, Path, bool]:
+    """Tokenizer (FIM tokens checked or added), family, tokens added, the tokenized data and its cache entry.
+
+    Under several processes the main one prepares (and caches) first; the others then read its cache entry.
+    """
+    from contextlib import nullcontext
+
     tokenizer = load_tokenizer(recipe)
     family = recipe.model.family if recipe.model.family != "auto" else detect_family(tokenizer)
     added = ensure_fim_tokens(tokenizer, family, add=recipe.model.add_fim_tokens)
     encoder = SampleEncoder(tokenizer, family, loss_on=recipe.data.loss_on)
-    return tokenizer, family, added, prepare_data(recipe, encoder)
+    with state.main_process_first() if state is not None else nullcontext():
+        data, entry, cached = prepare_cached(recipe, encoder, family)
+    return tokenizer, family, added, data, entry, cached
 
 
 def run(recipe: Recipe, console=None) -> RunSummary | None:
@@ -163,10 +171,11 @@ def run(recipe: Recipe, console=None) -> RunSummary | None:
         quantization_config(recipe, runtime)
     check_tracker(recipe.training.report_to)
     set_seed(recipe.seed)
-    tokenizer, family, added, data = prepare(recipe)
+    tokenizer, family, added, data, entry, cached = prepare(recipe, state)
     if state.is_main_process:
         if console is not None:
             _print_data_summary(console, data, family)
+            console.print(f"[dim]data:[/dim] {'reused' if cached else 'cached'} prepared dataset {entry}")
         rundir.prepare(overwrite=recipe.overwrite, resume=recipe.resume)
     state.wait_for_everyone()
     try:
@@ -202,7 +211,7 @@ def _match_adapter_dtype(model, runtime: Runtime) -> None:
 
 
 def _print_data_summary(console, data: PreparedData, family: str) -> None:
-    for line in data.ingest.summary_lines():
+    for line in data.ingest_lines:
         console.print(f"[dim]data:[/dim] {line}")
     console.print(
         f"[dim]data:[/dim] {len(data.train)} train / {len(data.eval) if data.eval else 0} eval samples, "

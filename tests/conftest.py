@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sysconfig
 from collections.abc import Callable
 from pathlib import Path
@@ -78,3 +79,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer: Toke
 def sp_model_dir(tmp_path_factory: pytest.TempPathFactory, sp_tokenizer: TokenizerFactory) -> Path:
     """A saved tiny Llama with an `aixcoder`-family SentencePiece-style tokenizer."""
     return _save_tiny(tmp_path_factory.mktemp("tiny-aixcoder"), sp_tokenizer("aixcoder"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Prepared-dataset cache in a temporary folder, never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("finetune-cache")
+    os.environ["FINETUNE_CACHE"] = str(path)
+    return path

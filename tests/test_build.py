@@ -83,7 +83,7 @@ def test_prepare_fits_max_length_and_keeps_eos_in_loss(tmp_path: Path, bpe_token
                 "sources": [{"type": "repo", "path": str(repo)}],
                 "max_length": 64,
                 "eval_split": 0.2,
-                "fim": {"rate": 1.0},
+                "fim": {"structured_rate": 0.0, "random_rate": 1.0},
             },
         }
     )
@@ -113,7 +113,7 @@ def test_loss_on_middle_masks_context(tmp_path: Path, bpe_tokenizer) -> None:
                 "sources": [{"type": "repo", "path": str(repo)}],
                 "eval_split": 0,
                 "loss_on": "middle",
-                "fim": {"rate": 1.0},
+                "fim": {"structured_rate": 0.0, "random_rate": 1.0},
             },
         }
     )

@@ -123,7 +123,7 @@ def test_every_key_is_documented() -> None:
         "data.max_length",
         "data.packing",
         "data.eval_split",
-        "data.fim.rate",
+        "data.fim.structured_rate", "data.fim.random_rate", "data.fim.categories.function",
         "data.fim.spm_rate",
         "training.batch_size",
         "training.gradient_accumulation_steps",

@@ -21,9 +21,9 @@ STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
 @pytest.fixture(scope="module")
 def code_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small fixed set of real Python code (three standard-library modules) that a tiny model can fit quickly."""
+    """A small fixed set of real Python code (four standard-library modules) that a tiny model can fit quickly."""
     root = tmp_path_factory.mktemp("repo")
-    for name in ["colorsys.py", "keyword.py", "bisect.py"]:
+    for name in ["colorsys.py", "bisect.py", "fnmatch.py", "glob.py"]:
         shutil.copy(STDLIB / name, root / name)
     return root
 
@@ -217,6 +217,7 @@ def test_added_fim_tokens_are_trained_and_saved(tmp_path, tiny_model_dir, code_r
     out = tmp_path / "run"
     data = recipe_dict(out, tiny_model_dir, code_repo, max_steps=3)
     data["model"].update(family="codellama", add_fim_tokens=True)
+    data["data"]["fim"] = {"structured_rate": 1.0}  # every sample uses the new tokens
     summary = run(validate_recipe(data))
     tokenizer = AutoTokenizer.from_pretrained(out)
     new_ids = tokenizer.convert_tokens_to_ids(["▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"])

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
-from finetune.data.fim import make_samples, split_long_document
 from finetune.data.formats import SampleEncoder
-from finetune.data.repo import IngestReport
 from finetune.data.sample import Document, Sample
-from finetune.data.sources import load_documents
+from finetune.data.sources import load_data_documents
+from finetune.data.transforms import make_samples
 from finetune.errors import UserError
 from finetune.recipe import Recipe
 
@@ -27,16 +26,22 @@ _RESERVED_TOKENS = 64
 
 @dataclass
 class PreparedData:
-    """Tokenized datasets plus everything a run should record about how they were made."""
+    """Tokenized datasets plus everything a run should record about how they were made (JSON-able)."""
 
     train: Dataset
     eval: Dataset | None
-    ingest: IngestReport
+    ingest: dict
+    ingest_lines: list[str]
     eval_paths: list[str]
-    stats: Counter[str] = field(default_factory=Counter)
+    stats: dict[str, int] = field(default_factory=dict)
 
     def report(self) -> dict:
-        return {"ingest": self.ingest.to_dict(), "samples": dict(self.stats), "eval_paths": self.eval_paths}
+        return {
+            "ingest": self.ingest,
+            "ingest_summary": self.ingest_lines,
+            "samples": self.stats,
+            "eval_paths": self.eval_paths,
+        }
 
 
 def is_eval_path(path: str, fraction: float, seed: int) -> bool:
@@ -93,22 +98,24 @@ def encode_samples(samples: list[Sample], encoder: SampleEncoder, max_length: in
 
 def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
     """Load, split, transform and tokenize the recipe's data."""
-    documents, ingest = load_documents(recipe.data.sources)
+    documents, ingest = load_data_documents(recipe.data)
     train_docs, eval_docs = split_documents(documents, recipe.data.eval_split, recipe.seed)
     max_chars = int((recipe.data.max_length - _RESERVED_TOKENS) * chars_per_token(encoder, documents) * 0.9)
     stats: Counter[str] = Counter()
 
-    def transform(docs: list[Document], seed: int) -> list[Sample]:
-        chunks = [chunk for doc in docs for chunk in split_long_document(doc, max(256, max_chars))]
-        fim = recipe.data.fim
-        return list(make_samples(chunks, fim_rate=fim.rate, spm_rate=fim.spm_rate, seed=seed))
+    def transform(docs: list[Document], seed: int, counts: Counter[str]) -> list[Sample]:
+        return list(make_samples(docs, recipe.data.fim, seed=seed, max_chars=max(256, max_chars), stats=counts))
 
-    train = encode_samples(transform(train_docs, recipe.seed), encoder, recipe.data.max_length, stats)
+    train = encode_samples(transform(train_docs, recipe.seed, stats), encoder, recipe.data.max_length, stats)
     if len(train) == 0:
         raise UserError("no training samples were produced: add data or lower data.eval_split")
     evaluation = None
     if eval_docs:
-        evaluation = encode_samples(transform(eval_docs, recipe.seed + 1), encoder, recipe.data.max_length, Counter())
+        eval_stats: Counter[str] = Counter()
+        evaluation = encode_samples(
+            transform(eval_docs, recipe.seed + 1, eval_stats), encoder, recipe.data.max_length, eval_stats
+        )
     stats["train_documents"] = len(train_docs)
     stats["eval_documents"] = len(eval_docs)
-    return PreparedData(train, evaluation, ingest, sorted(doc.path for doc in eval_docs), stats)
+    eval_paths = sorted(doc.path for doc in eval_docs)
+    return PreparedData(train, evaluation, ingest.to_dict(), ingest.summary_lines(), eval_paths, dict(stats))

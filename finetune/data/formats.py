@@ -310,3 +310,19 @@ class SampleEncoder:
             n_bos = len(self._bos())
             prompt_labels = [IGNORE_INDEX] * n_bos + prompt[n_bos:]
         return {"input_ids": prompt + target, "labels": prompt_labels + target}
+
+
+def render_text(sample: Sample, family: str) -> str:
+    """The sample laid out as text with the family's special-token strings, for people to read.
+
+    Training uses `SampleEncoder`'s ids; this string is what those ids decode to for a byte-level BPE tokenizer.
+    """
+    fam = get_family(family)
+    bos = fam.bos if fam.uses_bos and fam.bos else ""
+    header = aixcoder_header(sample.path, sample.language) if fam.header else ""
+    if sample.mode == "plain":
+        return f"{bos}{header}{sample.text}{fam.eos}"
+    end = fam.end or fam.eos
+    if sample.spm:
+        return f"{bos}{fam.prefix}{fam.suffix}{sample.suffix}{fam.middle}{header}{sample.prefix}{sample.middle}{end}"
+    return f"{bos}{fam.prefix}{header}{sample.prefix}{fam.suffix}{sample.suffix}{fam.middle}{sample.middle}{end}"

@@ -22,6 +22,12 @@ class Language:
     interpreters: tuple[str, ...] = ()
 
 
+# `.env` files have no suffix as far as pathlib is concerned; these are the usual names.
+DOTENV_FILENAMES = tuple(
+    ".env" + variant
+    for variant in ("", ".local", ".example", ".sample", ".template", ".dev", ".development", ".test", ".staging")
+) + (".env.prod", ".env.production")
+
 LANGUAGES: dict[str, Language] = {
     "python": Language(
         "Python", "# {}", (".py", ".pyi", ".pyw"), ("SConstruct", "SConscript"), ("python", "python3", "python2")
@@ -61,6 +67,12 @@ LANGUAGES: dict[str, Language] = {
     "zig": Language("Zig", "// {}", (".zig",)),
     "vue": Language("Vue", "<!--{}-->", (".vue",)),
     "ocaml": Language("OCaml", "(*{}*)", (".ml", ".mli")),
+    # Configuration formats: kept so that a model learns a project's settings files, and so that the secrets
+    # they tend to hold reach the secret scrubber instead of being skipped unseen.
+    "json": Language("JSON", "// {}", (".json", ".jsonc")),
+    "ini": Language("INI", "; {}", (".ini", ".cfg")),
+    "properties": Language("Java Properties", "# {}", (".properties",)),
+    "dotenv": Language("dotenv", "# {}", (".env",), DOTENV_FILENAMES),
 }
 
 _BY_FILENAME = {name: lang for lang, spec in LANGUAGES.items() for name in spec.filenames}

@@ -3,13 +3,51 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
+from finetune.data.dedup import exact_dedup, near_dedup
 from finetune.data.languages import detect_language
 from finetune.data.repo import IngestReport, walk_repository
 from finetune.data.sample import Document
+from finetune.data.secrets import scrub_secrets
 from finetune.errors import UserError
-from finetune.recipe import DatasetSource, JsonlSource, RepoSource, Source, TextSource
+from finetune.recipe import DataSection, DatasetSource, JsonlSource, RepoSource, Source, TextSource
+
+
+def clean_documents(
+    documents: list[Document], report: IngestReport, *, dedup: str = "near", threshold: float = 0.85, scrub: bool = True
+) -> list[Document]:
+    """Drop duplicates and scrub secrets, counting every file removed and every secret replaced in `report`."""
+    if dedup in ("exact", "near"):
+        documents, removed = exact_dedup(documents)
+        report.skipped["duplicate"] += removed
+    if dedup == "near":
+        documents, removed = near_dedup(documents, threshold=threshold)
+        report.skipped["near_duplicate"] += removed
+    if scrub:
+        scrubbed = []
+        for doc in documents:
+            text, found = scrub_secrets(doc.text, doc.path)
+            if found:
+                report.changed["secrets_scrubbed"] += found
+                report.changed["files_with_secrets"] += 1
+                doc = Document(path=doc.path, language=doc.language, text=text)
+            scrubbed.append(doc)
+        documents = scrubbed
+    report.files_kept = len(documents)
+    report.bytes_kept = sum(len(doc.text.encode("utf-8")) for doc in documents)
+    report.languages = Counter(doc.language for doc in documents)
+    return documents
+
+
+def load_data_documents(data: DataSection) -> tuple[list[Document], IngestReport]:
+    """The recipe's documents after loading, deduplication and secret scrubbing."""
+    documents, report = load_documents(data.sources)
+    documents = clean_documents(
+        documents, report, dedup=data.dedup, threshold=data.near_dup_threshold, scrub=data.scrub_secrets
+    )
+    return documents, report
 
 
 def load_documents(sources: list[Source]) -> tuple[list[Document], IngestReport]:
@@ -27,7 +65,12 @@ def load_documents(sources: list[Source]) -> tuple[list[Document], IngestReport]
 
 def _load_repo(source: RepoSource) -> tuple[list[Document], IngestReport]:
     return walk_repository(
-        source.path, max_file_bytes=source.max_file_bytes, exclude=source.exclude, languages=source.languages
+        source.path,
+        max_file_bytes=source.max_file_bytes,
+        exclude=source.exclude,
+        languages=source.languages,
+        invalid_utf8=source.invalid_utf8,
+        skip_generated=source.skip_generated,
     )
 
 

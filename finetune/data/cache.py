@@ -1,0 +1,111 @@
+"""A cache of prepared (tokenized) datasets, so `finetune prepare` once and every `finetune train` after it reuse it.
+
+The key covers everything the samples depend on: the recipe's data section and seed, the model family, the
+tokenizer's vocabulary and rules, the toolkit version, and a fingerprint of every input file (path, size, mtime).
+Change any of them and the key changes; nothing is ever served stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from datasets import load_from_disk
+
+import finetune
+from finetune.data.build import PreparedData
+from finetune.recipe import Recipe
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FINETUNE_CACHE") or Path.home() / ".cache" / "finetune" / "prepared")
+
+
+def _source_fingerprint(path: str) -> list:
+    """(relative path, size, mtime) of every file under `path` (or of the file itself)."""
+    root = Path(path)
+    if root.is_file():
+        stat = root.stat()
+        return [[root.name, stat.st_size, stat.st_mtime_ns]]
+    entries = []
+    for directory, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            full = Path(directory, name)
+            try:
+                stat = full.stat()
+            except OSError:
+                continue
+            entries.append([full.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns])
+    return entries
+
+
+def cache_key(recipe: Recipe, family: str, tokenizer) -> str:
+    tokenizer_state = tokenizer.backend_tokenizer.to_str() if hasattr(tokenizer, "backend_tokenizer") else ""
+    material = {
+        "version": finetune.__version__,
+        "seed": recipe.seed,
+        "family": family,
+        "data": recipe.data.model_dump(mode="json", by_alias=True, exclude={"cache_dir"}),
+        "tokenizer": hashlib.sha256(tokenizer_state.encode()).hexdigest(),
+        "special": sorted(tokenizer.get_added_vocab().items()),
+        "inputs": [_source_fingerprint(source.path) for source in recipe.data.sources],
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def cache_path(recipe: Recipe, key: str) -> Path:
+    return (Path(recipe.data.cache_dir) if recipe.data.cache_dir else default_cache_dir()) / key
+
+
+def load_cached(path: Path) -> PreparedData | None:
+    """The prepared data stored at `path`, or None if there is no complete entry."""
+    report_file = path / "report.json"
+    if not report_file.is_file():
+        return None
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    evaluation = load_from_disk(str(path / "eval")) if (path / "eval").is_dir() else None
+    return PreparedData(
+        train=load_from_disk(str(path / "train")),
+        eval=evaluation,
+        ingest=report["ingest"],
+        ingest_lines=report["ingest_summary"],
+        eval_paths=report["eval_paths"],
+        stats=report["samples"],
+    )
+
+
+def save_cached(path: Path, data: PreparedData) -> None:
+    """Write the entry under a temporary name and rename it into place (report.json last marks it complete)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        data.train.save_to_disk(str(tmp / "train"))
+        if data.eval is not None:
+            data.eval.save_to_disk(str(tmp / "eval"))
+        (tmp / "report.json").write_text(json.dumps(data.report(), indent=2) + "\n", encoding="utf-8")
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare_cached(recipe: Recipe, encoder, family: str) -> tuple[PreparedData, Path, bool]:
+    """Prepared data for the recipe from the cache, or prepared now and cached; returns (data, entry, was_cached)."""
+    from finetune.data.build import prepare_data
+
+    path = cache_path(recipe, cache_key(recipe, family, encoder.tokenizer))
+    cached = load_cached(path) if recipe.data.cache else None
+    if cached is not None:
+        return cached, path, True
+    data = prepare_data(recipe, encoder)
+    if recipe.data.cache:
+        save_cached(path, data)
+        data = load_cached(path) or data
+    return data, path, False
