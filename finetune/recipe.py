@@ -150,9 +150,19 @@ class FimSection(Section):
         return self
 
 
+class ContextSection(Section):
+    retrieval: bool = Field(
+        False, description="Prepend BM25-retrieved snippets of other files of the repository to each sample."
+    )
+    k: int = Field(3, gt=0, description="Snippets retrieved per sample (fewer when the budget is spent).")
+    budget_chars: int = Field(2048, gt=0, description="Characters of retrieved context per sample at most.")
+    repo_name: str | None = Field(None, description="Repository name for <repo_name> (None = the repo folder's name).")
+
+
 class DataSection(Section):
     sources: list[Source] = Field(min_length=1, description="Where training text comes from.")
     fim: FimSection = Field(default_factory=FimSection, description="Fill-in-the-middle transform.")
+    context: ContextSection = Field(default_factory=ContextSection, description="Repository-level context.")
     loss_on: Literal["all", "middle"] = Field(
         "all", description="Tokens in the loss for FIM samples: the whole sample, or only middle + end token."
     )

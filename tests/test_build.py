@@ -121,3 +121,44 @@ def test_loss_on_middle_masks_context(tmp_path: Path, bpe_tokenizer) -> None:
     labels = data.train["labels"][0]
     in_loss = [t for t in labels if t != IGNORE_INDEX]
     assert 0 < len(in_loss) < len(labels) and labels[-1] != IGNORE_INDEX
+
+
+@pytest.mark.parametrize("family", ["starcoder", "deepseek"])
+def test_retrieved_context_is_prepended_outside_the_loss(tmp_path: Path, bpe_tokenizer, family: str) -> None:
+    repo = tmp_path / "shop"
+    repo.mkdir()
+    (repo / "pricing.py").write_text("def apply_discount(price, rate):\n    return price * (1 - rate)\n")
+    (repo / "cart.py").write_text(
+        "from pricing import apply_discount\n\n\ndef total(items, rate):\n"
+        "    return sum(apply_discount(p, rate) for p in items)\n"
+    )
+    recipe = validate_recipe(
+        {
+            "output_dir": "x",
+            "model": {"name_or_path": "m"},
+            "data": {
+                "sources": [{"type": "repo", "path": str(repo)}],
+                "eval_split": 0,
+                "max_length": 512,
+                "dedup": "none",
+                "fim": {"structured_rate": 0.0, "random_rate": 1.0},
+                "context": {"retrieval": True, "budget_chars": 500},
+            },
+        }
+    )
+    tokenizer = bpe_tokenizer(family)
+    encoder = SampleEncoder(tokenizer, family)
+    data = prepare_data(recipe, encoder)
+    assert data.stats["with_context"] == 2  # each file sees the other
+    rows = list(zip(data.train["input_ids"], data.train["labels"], strict=True))
+    for ids, labels in rows:
+        text = tokenizer.decode(ids)
+        assert "apply_discount" in text
+        if family == "starcoder":
+            file_sep = tokenizer.convert_tokens_to_ids("<file_sep>")
+            assert ids[0] == tokenizer.convert_tokens_to_ids("<repo_name>") and labels[0] == IGNORE_INDEX
+            fim_start = ids.index(encoder.prefix_id)
+            assert file_sep in ids[:fim_start] and all(label == IGNORE_INDEX for label in labels[:fim_start])
+            assert text.startswith("<repo_name>shop<file_sep>")
+        else:  # no repository tokens: the other file arrives as comment lines at the start of the prefix
+            assert "# Path: " in text and "<repo_name>" not in text

@@ -20,8 +20,7 @@ def recipe_file(tmp_path: Path, model_dir: Path, repo: Path, cache: Path, **data
     recipe = {
         "output_dir": str(tmp_path / "out"),
         "model": {"name_or_path": str(model_dir), "family": "starcoder"},
-        "data": {"sources": [{"type": "repo", "path": str(repo)}], "max_length": 256, "cache_dir": str(cache),
-                 **data},
+        "data": {"sources": [{"type": "repo", "path": str(repo)}], "max_length": 256, "cache_dir": str(cache), **data},
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -58,8 +57,26 @@ def test_prepare_is_deterministic_and_reused(tmp_path: Path, tiny_model_dir: Pat
 
 def test_data_fim_writes_reconstructible_samples(tmp_path: Path) -> None:
     out = tmp_path / "fim.jsonl"
-    assert main(["data", "fim", str(SAMPLE_REPO), "--mode", "mixed", "--family", "starcoder", "--seed", "3",
-                 "--max-chars", "1000000", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "fim",
+                str(SAMPLE_REPO),
+                "--mode",
+                "mixed",
+                "--family",
+                "starcoder",
+                "--seed",
+                "3",
+                "--max-chars",
+                "1000000",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(records) == len(walk_repository(SAMPLE_REPO)[0])
     modes = {r["mode"] for r in records}
@@ -94,8 +111,15 @@ def test_data_inspect_shows_samples(tmp_path: Path, tiny_model_dir: Path, capsys
 def test_render_text_matches_encoded_ids(bpe_tokenizer, family: str, spm: bool) -> None:
     tokenizer = bpe_tokenizer(family)
     encoder = SampleEncoder(tokenizer, family)
-    sample = Sample(mode="fim", path="a.py", language="python", prefix="def f(x):\n    ", middle="return x",
-                    suffix="\n\nprint(f(1))\n", spm=spm)
+    sample = Sample(
+        mode="fim",
+        path="a.py",
+        language="python",
+        prefix="def f(x):\n    ",
+        middle="return x",
+        suffix="\n\nprint(f(1))\n",
+        spm=spm,
+    )
     ids = encoder.encode(sample)["input_ids"]
     assert tokenizer.decode(ids, clean_up_tokenization_spaces=False) == render_text(sample, family)
 
@@ -106,8 +130,13 @@ SECRETS = {
     ".env": "GITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123456789\nDEBUG=1\n",
     "deploy/config.yaml": "aws_access_key_id: AKIAIOSFODNN7EXAMPLE\npassword: s3cr3t-passw0rd\nport: 8080\n",
 }
-SECRET_VALUES = ["hunter2-very-secret", "AIzaSyA1234567890abcdefghijklmnopqrstuv",
-                 "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "AKIAIOSFODNN7EXAMPLE", "s3cr3t-passw0rd"]
+SECRET_VALUES = [
+    "hunter2-very-secret",
+    "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+    "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "AKIAIOSFODNN7EXAMPLE",
+    "s3cr3t-passw0rd",
+]
 
 
 def test_planted_secrets_never_reach_samples_or_prepared_data(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from datasets import Dataset
 
+from finetune.data.context import ContextSample, RepoRetriever, with_retrieved_context
 from finetune.data.formats import SampleEncoder
 from finetune.data.sample import Document, Sample
 from finetune.data.sources import load_data_documents
@@ -71,12 +73,18 @@ def chars_per_token(encoder: SampleEncoder, documents: list[Document], budget: i
     return max(1.0, len(text) / max(1, n_tokens))
 
 
-def encode_samples(samples: list[Sample], encoder: SampleEncoder, max_length: int, stats: Counter[str]) -> Dataset:
+def encode_samples(
+    samples: list[Sample | ContextSample], encoder: SampleEncoder, max_length: int, stats: Counter[str]
+) -> Dataset:
     """Token ids and labels for each sample; overflowing samples become plain max_length chunks (counted)."""
     input_ids: list[list[int]] = []
     labels: list[list[int]] = []
-    for sample in samples:
-        row = encoder.encode(sample)
+    for item in samples:
+        if isinstance(item, ContextSample):
+            sample, row = item.sample, encoder.encode_in_context(item.sample, item.context, item.lead)
+            stats["with_context"] += bool(item.context_chars)
+        else:
+            sample, row = item, encoder.encode(item)
         if len(row["input_ids"]) <= max_length:
             input_ids.append(row["input_ids"])
             labels.append(row["labels"])
@@ -96,6 +104,12 @@ def encode_samples(samples: list[Sample], encoder: SampleEncoder, max_length: in
     return Dataset.from_dict({"input_ids": input_ids, "labels": labels})
 
 
+def _repo_name(recipe: Recipe) -> str:
+    """The first repository source's folder name, for `<repo_name>`."""
+    repos = [Path(s.path).resolve().name for s in recipe.data.sources if s.type == "repo"]
+    return repos[0] if repos else ""
+
+
 def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
     """Load, split, transform and tokenize the recipe's data."""
     documents, ingest = load_data_documents(recipe.data)
@@ -103,8 +117,22 @@ def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
     max_chars = int((recipe.data.max_length - _RESERVED_TOKENS) * chars_per_token(encoder, documents) * 0.9)
     stats: Counter[str] = Counter()
 
-    def transform(docs: list[Document], seed: int, counts: Counter[str]) -> list[Sample]:
-        return list(make_samples(docs, recipe.data.fim, seed=seed, max_chars=max(256, max_chars), stats=counts))
+    context = recipe.data.context
+    retriever = RepoRetriever(train_docs) if context.retrieval else None
+    family = encoder.family.name if encoder.has_repo_tokens else None
+    repo_name = context.repo_name if context.repo_name is not None else _repo_name(recipe)
+
+    def transform(docs: list[Document], seed: int, counts: Counter[str]) -> list[Sample | ContextSample]:
+        budget = max(256, max_chars - (context.budget_chars if retriever else 0))
+        samples = make_samples(docs, recipe.data.fim, seed=seed, max_chars=budget, stats=counts)
+        if retriever is None:
+            return list(samples)
+        return [
+            with_retrieved_context(
+                s, retriever, budget_chars=context.budget_chars, k=context.k, family=family, repo_name=repo_name
+            )
+            for s in samples
+        ]
 
     train = encode_samples(transform(train_docs, recipe.seed, stats), encoder, recipe.data.max_length, stats)
     if len(train) == 0:

@@ -15,7 +15,8 @@ class: byte-level BPE tokenizers show no difference and never get a sentinel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from tokenizers import AddedToken
@@ -244,6 +245,7 @@ class SampleEncoder:
         extra = [vocab[t] for t in (fam.pad, fam.repo_name, fam.file_sep) if t and t in vocab]
         ids = [self.eos_id, self.end_id, self.prefix_id, self.suffix_id, self.middle_id, *extra]
         self._stop_ids = list(dict.fromkeys(ids))
+        self.has_repo_tokens = bool(fam.repo_name and fam.file_sep and {fam.repo_name, fam.file_sep} <= vocab.keys())
 
     def _require(self, vocab: dict[str, int], token: str) -> int:
         """The id of one of the family's tokens; a UserError pointing at the fix when the tokenizer lacks it."""
@@ -295,6 +297,29 @@ class SampleEncoder:
         if sample.mode == "fim":
             return self._encode_fim(sample)
         raise ValueError(f"unknown sample mode {sample.mode!r}")
+
+    def encode_in_context(self, sample: Sample, segments: Sequence[tuple[str, str]], lead: str) -> dict[str, list[int]]:
+        """`sample` behind repository context (see `finetune.data.context`).
+
+        `segments` go right after any BOS, before the FIM block: "repo_name"/"file_sep" as the family's special
+        ids, "text" as text; they are never in the loss. `lead` starts the prefix (the text of a plain sample), so
+        it is encoded exactly as inference encodes a prefix that begins with it.
+        """
+        if lead:
+            sample = replace(sample, prefix=lead + sample.prefix, text=lead + sample.text if sample.text else "")
+        row = self.encode(sample)
+        context: list[int] = []
+        for kind, text in segments:
+            if kind == "text":
+                context += self.pieces.continuation(text) if context else self.pieces.raw(text)
+            else:
+                token = self.family.repo_name if kind == "repo_name" else self.family.file_sep
+                context.append(self._require(_vocab(self.tokenizer), token))
+        n_bos = len(self._bos())
+        return {
+            "input_ids": row["input_ids"][:n_bos] + context + row["input_ids"][n_bos:],
+            "labels": row["labels"][:n_bos] + [IGNORE_INDEX] * len(context) + row["labels"][n_bos:],
+        }
 
     def _encode_plain(self, sample: Sample) -> dict[str, list[int]]:
         body = [*self.pieces.raw(self._header(sample.path, sample.language) + sample.text), self.eos_id]
