@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from finetune.data.fim import make_samples, random_fim, split_long_document
+from finetune.data.fim import random_fim, split_long_document
 from finetune.data.sample import Document
-from finetune.errors import UserError
+from finetune.data.transforms import make_samples as transform
+from finetune.recipe import FimSection
+
+
+def make_samples(docs, *, fim_rate: float, spm_rate: float, seed: int):
+    """Random FIM at `fim_rate`, plain text otherwise, through the pipeline's transform."""
+    fim = FimSection(structured_rate=0.0, random_rate=fim_rate, spm_rate=spm_rate)
+    return transform(docs, fim, seed=seed, max_chars=10**9, stats=Counter())
 
 
 def _docs(count: int, prefix: str = "file") -> list[Document]:
@@ -67,8 +76,8 @@ def test_extreme_rates(fim_rate: float, spm_rate: float) -> None:
 
 
 @pytest.mark.parametrize(("fim_rate", "spm_rate"), [(1.5, 0.5), (0.5, -0.1)])
-def test_invalid_rates_are_user_errors(fim_rate: float, spm_rate: float) -> None:
-    with pytest.raises(UserError, match="must be between 0 and 1"):
+def test_invalid_rates_are_rejected(fim_rate: float, spm_rate: float) -> None:
+    with pytest.raises(ValidationError):
         list(make_samples(_docs(1), fim_rate=fim_rate, spm_rate=spm_rate, seed=0))
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Iterator
 
 from finetune.data.sample import Document, Sample
-from finetune.errors import UserError
 
 
 def random_fim(doc: Document, rng: random.Random, spm: bool) -> Sample:
@@ -39,26 +37,6 @@ def document_rng(doc: Document, seed: int) -> random.Random:
     text_digest = hashlib.sha256(doc.text.encode("utf-8", errors="surrogatepass")).hexdigest()
     key = f"{seed}\0{doc.path}\0{text_digest}".encode("utf-8", errors="surrogatepass")
     return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:16], "big"))
-
-
-def _check_rate(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise UserError(f"{name} must be between 0 and 1, got {value}: fix it in the recipe")
-
-
-def make_samples(docs: Iterable[Document], *, fim_rate: float, spm_rate: float, seed: int) -> Iterator[Sample]:
-    """One sample per document: FIM with probability `fim_rate` (SPM order with probability `spm_rate`), else plain.
-
-    Deterministic for a seed, and each document's sample is independent of which documents came before it.
-    """
-    _check_rate("fim_rate", fim_rate)
-    _check_rate("spm_rate", spm_rate)
-    for doc in docs:
-        rng = document_rng(doc, seed)
-        if rng.random() < fim_rate:
-            yield random_fim(doc, rng, spm=rng.random() < spm_rate)
-        else:
-            yield Sample(mode="plain", path=doc.path, language=doc.language, text=doc.text)
 
 
 def _lines(text: str) -> list[str]:
