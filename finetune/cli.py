@@ -101,18 +101,14 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
     from rich.panel import Panel
 
-    from finetune.data.formats import SampleEncoder, detect_family, ensure_fim_tokens
     from finetune.data.inspect import sample_kind, token_view
     from finetune.data.sources import load_data_documents
     from finetune.data.transforms import make_samples
-    from finetune.model import load_tokenizer
     from finetune.recipe import load_recipe
+    from finetune.train import load_encoder
 
     recipe = load_recipe(args.recipe, args.overrides)
-    tokenizer = load_tokenizer(recipe)
-    family = recipe.model.family if recipe.model.family != "auto" else detect_family(tokenizer)
-    ensure_fim_tokens(tokenizer, family, add=recipe.model.add_fim_tokens)
-    encoder = SampleEncoder(tokenizer, family, loss_on=recipe.data.loss_on)
+    _, family, _, encoder = load_encoder(recipe)
     docs, _ = load_data_documents(recipe.data)
     samples = make_samples(docs, recipe.data.fim, seed=recipe.seed, max_chars=args.max_chars, stats=Counter())
     console = _console()

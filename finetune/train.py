@@ -136,6 +136,14 @@ def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_e
     )
 
 
+def load_encoder(recipe: Recipe) -> tuple[Any, str, int, SampleEncoder]:
+    """Tokenizer (FIM tokens checked, or added), its family, how many tokens were added, and the sample encoder."""
+    tokenizer = load_tokenizer(recipe)
+    family = recipe.model.family if recipe.model.family != "auto" else detect_family(tokenizer)
+    added = ensure_fim_tokens(tokenizer, family, add=recipe.model.add_fim_tokens)
+    return tokenizer, family, added, SampleEncoder(tokenizer, family, loss_on=recipe.data.loss_on)
+
+
 def prepare(recipe: Recipe, state=None) -> tuple[Any, str, int, PreparedData, Path, bool]:
     """Tokenizer (FIM tokens checked or added), family, tokens added, the tokenized data and its cache entry.
 
@@ -143,10 +151,7 @@ def prepare(recipe: Recipe, state=None) -> tuple[Any, str, int, PreparedData, Pa
     """
     from contextlib import nullcontext
 
-    tokenizer = load_tokenizer(recipe)
-    family = recipe.model.family if recipe.model.family != "auto" else detect_family(tokenizer)
-    added = ensure_fim_tokens(tokenizer, family, add=recipe.model.add_fim_tokens)
-    encoder = SampleEncoder(tokenizer, family, loss_on=recipe.data.loss_on)
+    tokenizer, family, added, encoder = load_encoder(recipe)
     with state.main_process_first() if state is not None else nullcontext():
         data, entry, cached = prepare_cached(recipe, encoder, family)
     return tokenizer, family, added, data, entry, cached

@@ -69,24 +69,19 @@ def test_split_is_deterministic_stable_and_never_empty() -> None:
     assert split_documents(docs, 0.0, seed=1) == (docs, [])
 
 
+def repo_recipe(repo: Path, **data):
+    """A recipe over `repo` with random FIM on every file (the data keys given override the defaults here)."""
+    section = {"sources": [{"type": "repo", "path": str(repo)}], "fim": {"structured_rate": 0.0, "random_rate": 1.0}}
+    return validate_recipe({"output_dir": "x", "model": {"name_or_path": "m"}, "data": {**section, **data}})
+
+
 def test_prepare_fits_max_length_and_keeps_eos_in_loss(tmp_path: Path, bpe_tokenizer) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "long.py").write_text("".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(400)))
     for i in range(6):
         (repo / f"m{i}.py").write_text(f"VALUE_{i} = {i}\nprint(VALUE_{i})\n")
-    recipe = validate_recipe(
-        {
-            "output_dir": "x",
-            "model": {"name_or_path": "m"},
-            "data": {
-                "sources": [{"type": "repo", "path": str(repo)}],
-                "max_length": 64,
-                "eval_split": 0.2,
-                "fim": {"structured_rate": 0.0, "random_rate": 1.0},
-            },
-        }
-    )
+    recipe = repo_recipe(repo, max_length=64, eval_split=0.2)
     tokenizer = bpe_tokenizer("starcoder")
     data = prepare_data(recipe, SampleEncoder(tokenizer, "starcoder"))
     lengths = [len(ids) for ids in data.train["input_ids"]]
@@ -105,18 +100,7 @@ def test_loss_on_middle_masks_context(tmp_path: Path, bpe_tokenizer) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "a.py").write_text("import os\n\nprint(os.getcwd())\n")
-    recipe = validate_recipe(
-        {
-            "output_dir": "x",
-            "model": {"name_or_path": "m"},
-            "data": {
-                "sources": [{"type": "repo", "path": str(repo)}],
-                "eval_split": 0,
-                "loss_on": "middle",
-                "fim": {"structured_rate": 0.0, "random_rate": 1.0},
-            },
-        }
-    )
+    recipe = repo_recipe(repo, eval_split=0, loss_on="middle")
     data = prepare_data(recipe, SampleEncoder(bpe_tokenizer("starcoder"), "starcoder", loss_on="middle"))
     labels = data.train["labels"][0]
     in_loss = [t for t in labels if t != IGNORE_INDEX]
@@ -132,19 +116,8 @@ def test_retrieved_context_is_prepended_outside_the_loss(tmp_path: Path, bpe_tok
         "from pricing import apply_discount\n\n\ndef total(items, rate):\n"
         "    return sum(apply_discount(p, rate) for p in items)\n"
     )
-    recipe = validate_recipe(
-        {
-            "output_dir": "x",
-            "model": {"name_or_path": "m"},
-            "data": {
-                "sources": [{"type": "repo", "path": str(repo)}],
-                "eval_split": 0,
-                "max_length": 512,
-                "dedup": "none",
-                "fim": {"structured_rate": 0.0, "random_rate": 1.0},
-                "context": {"retrieval": True, "budget_chars": 500},
-            },
-        }
+    recipe = repo_recipe(
+        repo, eval_split=0, max_length=512, dedup="none", context={"retrieval": True, "budget_chars": 500}
     )
     tokenizer = bpe_tokenizer(family)
     encoder = SampleEncoder(tokenizer, family)
