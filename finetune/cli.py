@@ -168,7 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--mode", choices=["structured", "random", "plain"], help="only samples of this kind")
     inspect.add_argument("--max-chars", type=int, default=4000, help="window size for long files")
     inspect.set_defaults(func=cmd_data_inspect)
+    # `data sft` registers here
 
+    # `merge` registers here
+    # `complete` and `eval` register here
     recipe = sub.add_parser("recipe", help="show a resolved recipe or list every recipe key")
     recipe_sub = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
     show = recipe_sub.add_parser("show", help="print the fully resolved recipe (bases and overrides applied)")
