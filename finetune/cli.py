@@ -101,24 +101,32 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
     from rich.panel import Panel
 
+    from finetune.data.build import ContextPlan, make_recipe_samples, sequence_chars, split_documents
+    from finetune.data.context import ContextSample
     from finetune.data.inspect import sample_kind, token_view
     from finetune.data.sources import load_data_documents
-    from finetune.data.transforms import make_samples
     from finetune.recipe import load_recipe
     from finetune.train import load_encoder
 
     recipe = load_recipe(args.recipe, args.overrides)
     _, family, _, encoder = load_encoder(recipe)
     docs, _ = load_data_documents(recipe.data)
-    samples = make_samples(docs, recipe.data.fim, seed=recipe.seed, max_chars=args.max_chars, stats=Counter())
+    train_docs, _ = split_documents(docs, recipe.data.eval_split, recipe.seed)
+    max_chars = min(args.max_chars, sequence_chars(recipe, encoder, docs))
+    plan = ContextPlan.from_recipe(recipe, encoder, docs, train_docs, max_chars)
+    items = make_recipe_samples(recipe, train_docs, plan, seed=recipe.seed, max_chars=max_chars, stats=Counter())
     console = _console()
     wanted = {args.mode} if args.mode else None
     shown = 0
-    for sample in samples:
+    for item in items:
+        sample = item.sample if isinstance(item, ContextSample) else item
         kind = sample_kind(sample)
         if wanted and kind not in wanted:
             continue
-        row = encoder.encode(sample)
+        if isinstance(item, ContextSample):
+            row = encoder.encode_in_context(sample, item.context, item.lead)
+        else:
+            row = encoder.encode(sample)
         in_loss = sum(label != -100 for label in row["labels"])
         title = f"{sample.path}  ({kind}{', ' + sample.node_type if sample.node_type else ''}"
         title += f", {'spm' if sample.spm else 'psm'})" if sample.mode == "fim" else ")"
@@ -127,7 +135,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
         shown += 1
         if shown >= args.n:
             break
-    console.print(f"showed {shown} samples of family {family}")
+    console.print(f"showed {shown} training samples of family {family}")
     return 0
 
 

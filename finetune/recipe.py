@@ -157,6 +157,15 @@ class ContextSection(Section):
     k: int = Field(3, gt=0, description="Snippets retrieved per sample (fewer when the budget is spent).")
     budget_chars: int = Field(2048, gt=0, description="Characters of retrieved context per sample at most.")
     repo_name: str | None = Field(None, description="Repository name for <repo_name> (None = the repo folder's name).")
+    neighbors: int = Field(
+        0,
+        ge=0,
+        description="Files just before each file in a related-files order (its imports first, same folder together) "
+        "shown in front of its sample, within budget_chars; 0 = off.",
+    )
+    order_randomness: float = Field(
+        0.1, ge=0, le=1, description="Chance of each random choice in that file order (0 = fully deterministic)."
+    )
 
 
 class DataSection(Section):

@@ -135,3 +135,40 @@ def test_retrieved_context_is_prepended_outside_the_loss(tmp_path: Path, bpe_tok
             assert text.startswith("<repo_name>shop<file_sep>")
         else:  # no repository tokens: the other file arrives as comment lines at the start of the prefix
             assert "# Path: " in text and "<repo_name>" not in text
+
+
+def test_ordered_neighbours_come_before_each_file_outside_the_loss_and_never_from_held_out_files(
+    tmp_path: Path, bpe_tokenizer
+) -> None:
+    repo = tmp_path / "shop"
+    (repo / "shop").mkdir(parents=True)
+    (repo / "shop" / "money.py").write_text("CURRENCY_SYMBOL = 'EUR'\n")
+    (repo / "shop" / "pricing.py").write_text("from shop.money import CURRENCY_SYMBOL\n\nRATE_CARD = {}\n")
+    (repo / "shop" / "cart.py").write_text("from shop.pricing import RATE_CARD\n\nCART_TOTAL = 0\n")
+    (repo / "zz_eval.py").write_text("HELD_OUT_MARKER = 1\n")
+    paths = ["shop/money.py", "shop/pricing.py", "shop/cart.py", "zz_eval.py"]
+    seed = next(s for s in range(500) if split_documents([Document(p, "", "") for p in paths], 0.2, s)[1][0].path == paths[3])
+    recipe = repo_recipe(
+        repo, eval_split=0.2, max_length=512, dedup="none", context={"neighbors": 2, "order_randomness": 0.0},
+        fim={"structured_rate": 0.0, "random_rate": 0.0},
+    )
+    recipe.seed = seed
+    tokenizer = bpe_tokenizer("starcoder")
+    data = prepare_data(recipe, SampleEncoder(tokenizer, "starcoder"))
+    assert data.eval_paths == ["zz_eval.py"]
+    by_path = {}
+    for ids, labels in zip(data.train["input_ids"], data.train["labels"], strict=True):
+        text = tokenizer.decode(ids)
+        assert "HELD_OUT_MARKER" not in text  # a held-out file is never shown as context
+        sep = text.rfind("<file_sep>")
+        own_start = sep + len("<file_sep>") if sep >= 0 else 0  # the sample's own `path\n` + code follow
+        by_path[text[own_start:].split("\n", 1)[0] if sep >= 0 else "first"] = text
+        context_tokens = len(tokenizer(text[:own_start], add_special_tokens=False)["input_ids"])
+        assert all(label == IGNORE_INDEX for label in labels[:context_tokens])
+        assert labels[-1] == tokenizer.eos_token_id
+    # dependencies first (money <- pricing <- cart), each file sees the two before it, nearest last
+    assert set(by_path) == {"first", "shop/pricing.py", "shop/cart.py"}
+    assert "CURRENCY_SYMBOL = 'EUR'" in by_path["first"] and "<file_sep>" not in by_path["first"]
+    cart = by_path["shop/cart.py"]
+    assert cart.index("<file_sep>shop/money.py") < cart.index("<file_sep>shop/pricing.py") < cart.index("CART_TOTAL")
+    assert data.stats["with_context"] == 2

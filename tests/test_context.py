@@ -419,3 +419,15 @@ def test_a_sample_without_a_path_or_matches_gets_no_context() -> None:
     alone = RepoRetriever([_py("app/main.py", _MAIN_PREFIX)])
     result = with_retrieved_context(_sample(), alone, budget_chars=1000, k=3, family="qwen", repo_name="r")
     assert result.context == () and result.lead == ""
+
+
+def test_neighbours_are_the_preceding_files_nearest_first_cut_at_a_line_and_filtered() -> None:
+    from finetune.data.context import neighbor_snippets
+
+    docs = [Document(f"m{i}.py", "python", f"line_a_{i}\nline_b_{i}\n") for i in range(5)]
+    near = neighbor_snippets(docs, n=2, chars=12, allowed={"m0.py", "m1.py", "m3.py", "m4.py"})
+    assert near["m0.py"] == []
+    assert [(s.path, s.text) for s in near["m2.py"]] == [("m1.py", "line_a_1\n"), ("m0.py", "line_a_0\n")]
+    assert [s.path for s in near["m4.py"]] == ["m3.py", "m1.py"]  # m2.py is not allowed, so never shown
+    assert neighbor_snippets(docs, n=0, chars=100)["m3.py"] == []
+    assert [s.text for s in neighbor_snippets(docs, n=1, chars=100)["m1.py"]] == [docs[0].text]

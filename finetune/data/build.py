@@ -14,7 +14,15 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from finetune.data.context import ContextSample, RepoRetriever, with_retrieved_context
+from finetune.data.context import (
+    ContextSample,
+    RepoRetriever,
+    Snippet,
+    neighbor_snippets,
+    order_files,
+    with_context,
+    with_retrieved_context,
+)
 from finetune.data.formats import SampleEncoder
 from finetune.data.sample import Document, Sample
 from finetune.data.sources import load_data_documents
@@ -110,29 +118,70 @@ def _repo_name(recipe: Recipe) -> str:
     return repos[0] if repos else ""
 
 
+@dataclass
+class ContextPlan:
+    """How the recipe puts repository context in front of samples: retrieval and/or ordered neighbour files."""
+
+    retriever: RepoRetriever | None
+    neighbors: dict[str, list[Snippet]]
+    budget_chars: int
+    k: int
+    family: str | None
+    repo_name: str
+
+    @classmethod
+    def from_recipe(
+        cls, recipe: Recipe, encoder: SampleEncoder, documents: list[Document], train_docs: list[Document], chars: int
+    ) -> ContextPlan | None:
+        context = recipe.data.context
+        if not context.retrieval and not context.neighbors:
+            return None
+        neighbors: dict[str, list[Snippet]] = {}
+        if context.neighbors:
+            ordered = order_files(documents, recipe.seed, context.order_randomness)
+            share = context.budget_chars // (context.neighbors + (1 if context.retrieval else 0))
+            neighbors = neighbor_snippets(ordered, context.neighbors, share, {d.path for d in train_docs})
+        return cls(
+            retriever=RepoRetriever(train_docs) if context.retrieval else None,
+            neighbors=neighbors,
+            budget_chars=context.budget_chars,
+            k=context.k,
+            family=encoder.family.name if encoder.has_repo_tokens else None,
+            repo_name=context.repo_name if context.repo_name is not None else _repo_name(recipe),
+        )
+
+    def apply(self, sample: Sample) -> ContextSample:
+        extra = self.neighbors.get(sample.path, [])
+        common = {"budget_chars": self.budget_chars, "family": self.family, "repo_name": self.repo_name}
+        if self.retriever is None:
+            return with_context(sample, extra, **common)
+        return with_retrieved_context(sample, self.retriever, k=self.k, extra=extra, **common)
+
+
+def make_recipe_samples(
+    recipe: Recipe, docs: list[Document], plan: ContextPlan | None, *, seed: int, max_chars: int, stats: Counter[str]
+) -> list[Sample | ContextSample]:
+    """The recipe's samples for `docs`, with repository context in front when the recipe asks for it."""
+    budget = max(256, max_chars - (plan.budget_chars if plan else 0))
+    samples = make_samples(docs, recipe.data.fim, seed=seed, max_chars=budget, stats=stats)
+    return [plan.apply(s) for s in samples] if plan else list(samples)
+
+
+def sequence_chars(recipe: Recipe, encoder: SampleEncoder, documents: list[Document]) -> int:
+    """Characters of source that fit one training sequence, with room for special tokens and a header."""
+    return int((recipe.data.max_length - _RESERVED_TOKENS) * chars_per_token(encoder, documents) * 0.9)
+
+
 def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
     """Load, split, transform and tokenize the recipe's data."""
     documents, ingest = load_data_documents(recipe.data)
     train_docs, eval_docs = split_documents(documents, recipe.data.eval_split, recipe.seed)
-    max_chars = int((recipe.data.max_length - _RESERVED_TOKENS) * chars_per_token(encoder, documents) * 0.9)
+    max_chars = sequence_chars(recipe, encoder, documents)
+    plan = ContextPlan.from_recipe(recipe, encoder, documents, train_docs, max_chars)
     stats: Counter[str] = Counter()
 
-    context = recipe.data.context
-    retriever = RepoRetriever(train_docs) if context.retrieval else None
-    family = encoder.family.name if encoder.has_repo_tokens else None
-    repo_name = context.repo_name if context.repo_name is not None else _repo_name(recipe)
-
     def transform(docs: list[Document], seed: int, counts: Counter[str]) -> list[Sample | ContextSample]:
-        budget = max(256, max_chars - (context.budget_chars if retriever else 0))
-        samples = make_samples(docs, recipe.data.fim, seed=seed, max_chars=budget, stats=counts)
-        if retriever is None:
-            return list(samples)
-        return [
-            with_retrieved_context(
-                s, retriever, budget_chars=context.budget_chars, k=context.k, family=family, repo_name=repo_name
-            )
-            for s in samples
-        ]
+        return make_recipe_samples(recipe, docs, plan, seed=seed, max_chars=max_chars, stats=counts)
 
     train = encode_samples(transform(train_docs, recipe.seed, stats), encoder, recipe.data.max_length, stats)
     if len(train) == 0:

@@ -4,7 +4,7 @@ Two tools, both model-agnostic (only `formats.py` turns what they return into to
 
 - `order_files` lays out a repository's files so that related files sit together and a file's dependencies come
   before it, as repository-level pretraining data is laid out (imports resolved for Python, JS/TS and C/C++; every
-  language grouped by directory).
+  language grouped by directory); `neighbor_snippets` turns that order into context: the files just before a file.
 - `RepoRetriever` + `with_retrieved_context` put BM25-retrieved snippets of *other* files in front of a FIM (or
   plain) sample, the way a completion plugin sends cross-file context at serving time, so training sees what
   inference sends.
@@ -35,7 +35,7 @@ import math
 import posixpath
 import random
 import re
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -548,6 +548,46 @@ def _comment_context(language: str, snippets: list[Snippet], budget: int) -> str
     return "".join(blocks[i] for i in reversed(_fit(blocks, budget)))
 
 
+def neighbor_snippets(
+    ordered: Sequence[Document], n: int, chars: int, allowed: set[str] | None = None
+) -> dict[str, list[Snippet]]:
+    """For each file, the `n` files just before it in `ordered` (an `order_files` order), the nearest first.
+
+    This is how repository-level concatenation shows a file its dependencies and directory neighbours, without
+    letting packed documents attend to each other: the neighbours become context in front of the sample. Each
+    neighbour is its first `chars` characters cut at a line end (imports and signatures come first). Only paths in
+    `allowed` (e.g. the training files) are shown, so held-out files never leak into training samples.
+    """
+    out: dict[str, list[Snippet]] = {}
+    previous: deque[Snippet] = deque(maxlen=n)
+    for doc in ordered:
+        out[doc.path] = list(reversed(previous))
+        if allowed is None or doc.path in allowed:
+            head = doc.text if len(doc.text) <= chars else doc.text[: doc.text.rfind("\n", 0, chars) + 1]
+            if head and n > 0:
+                previous.append(Snippet(doc.path, head, 0.0))
+    return out
+
+
+def with_context(
+    sample: Sample, snippets: Sequence[Snippet], *, budget_chars: int, family: str | None, repo_name: str = ""
+) -> ContextSample:
+    """`sample` with `snippets` (best first; the best ends up next to the code) in front of it, in `family`'s layout.
+
+    `budget_chars` bounds `context_chars` (all added text: repository name, paths, snippets); snippets that do not
+    fit whole are skipped. Empty repository name: no `repo_name` token (StarCoder2 trained half its data without
+    metadata).
+    """
+    if not sample.path or budget_chars <= 0 or not snippets:
+        return ContextSample(sample)
+    snippets = [s for s in snippets if s.path != sample.path]
+    layout = _repo_layout(family)
+    if layout is None:
+        return ContextSample(sample, lead=_comment_context(sample.language, snippets, budget_chars))
+    context, lead = _repo_context(sample.path, snippets, layout, repo_name, budget_chars)
+    return ContextSample(sample, context, lead)
+
+
 def with_retrieved_context(
     sample: Sample,
     retriever: RepoRetriever,
@@ -557,22 +597,17 @@ def with_retrieved_context(
     family: str | None,
     repo_name: str = "",
     query_chars: int = 2000,
+    extra: Sequence[Snippet] = (),
 ) -> ContextSample:
-    """`sample` with up to `k` retrieved snippets of other files in front of it, in `family`'s layout.
+    """`sample` with up to `k` retrieved snippets of other files in front of it (then `extra`), in `family`'s layout.
 
     The query is the code around the gap (`context_query`), and the sample's own file is excluded entirely, so the
-    middle cannot leak. `budget_chars` bounds `context_chars` (all added text: repository name, paths, snippets);
-    snippets that do not fit whole are skipped. A sample without a path gets no context: its own file could not be
-    excluded. Empty repository name: no `repo_name` token (StarCoder2 trained half its data without metadata).
+    middle cannot leak. A sample without a path gets no context: its own file could not be excluded.
     """
     if not sample.path or budget_chars <= 0:
         return ContextSample(sample)
     snippets = retriever.retrieve(context_query(sample, query_chars), exclude_path=sample.path, k=k)
-    layout = _repo_layout(family)
-    if layout is None:
-        return ContextSample(sample, lead=_comment_context(sample.language, snippets, budget_chars))
-    context, lead = _repo_context(sample.path, snippets, layout, repo_name, budget_chars)
-    return ContextSample(sample, context, lead)
+    return with_context(sample, [*snippets, *extra], budget_chars=budget_chars, family=family, repo_name=repo_name)
 
 
 def context_text(context: ContextSample, family: str) -> str:
