@@ -1,4 +1,4 @@
-"""Benchmarks that print numbers: `python -m finetune.bench data DIR [--workers N ...]`.
+"""Benchmarks that print numbers: `python -m finetune.bench data DIR | train RECIPE | compare RECIPE`.
 
 `data` measures the sample pipeline on a source tree, per stage (read, parse, select, encode = format + tokenize)
 for random and structured FIM, then end to end with several worker processes.
@@ -119,11 +119,72 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--max-chars", type=int, default=16_000)
     data.add_argument("--limit", type=int, default=0, help="use only the first N files (0 = all)")
+    rand = sub.add_parser("random-model", help="save a model with seeded random weights from a config (no download)")
+    rand.add_argument("config", help="directory with a config.json of the architecture")
+    rand.add_argument("--tokenizer", default="data/tiny-llama", help="tokenizer saved next to the weights")
+    rand.add_argument("--out", required=True, help="output directory")
+    rand.add_argument("--seed", type=int, default=0)
+    for name, text in (
+        ("train", "training throughput and peak memory of a recipe"),
+        ("compare", "the recipe vs the reference configuration vs plain TRL, same data and model"),
+        ("trl", "plain TRL SFTTrainer with its defaults on the recipe's data and model"),
+    ):
+        train = sub.add_parser(name, help=text)
+        train.add_argument("recipe", help="recipe YAML file")
+        train.add_argument("overrides", nargs="*", metavar="key=value")
+        train.add_argument("--steps", type=int, default=20, help="optimizer steps measured")
+        train.add_argument("--warmup", type=int, default=3, help="optimizer steps run first and not measured")
+        train.add_argument("--json", help="also write the result to this JSON file")
+        train.add_argument("--config-name", default="toolkit", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.command == "random-model":
+        return _random_model(args.config, args.tokenizer, args.out, args.seed)
+    if args.command != "data":
+        return _bench_training(args)
     if not Path(args.root).is_dir():
         print(f"error: {args.root} is not a directory", file=sys.stderr)
         return 2
     bench_data(args.root, args.tokenizer, args.workers, args.seed, args.max_chars, args.limit)
+    return 0
+
+
+def _random_model(config_dir: str, tokenizer_dir: str, out: str, seed: int) -> int:
+    """Benchmarks need a model of the real shape, not its weights: build one on the GPU when there is one."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    config = AutoConfig.from_pretrained(config_dir)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    partial = Path(f"{out}.partial")
+    model.save_pretrained(partial)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(partial)
+    partial.rename(out)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out}: {params / 1e9:.2f}B parameters, random (seed {seed}), in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _bench_training(args: argparse.Namespace) -> int:
+    import warnings
+
+    from finetune.bench_train import bench_plain_trl, bench_toolkit, compare, write_result
+    from finetune.errors import UserError
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+    try:
+        if args.command == "compare":
+            compare(args.recipe, args.overrides, args.steps, args.warmup)
+        elif args.command == "trl":
+            write_result(bench_plain_trl(args.recipe, args.overrides, args.steps, args.warmup), args.json)
+        else:
+            result = bench_toolkit(args.recipe, args.overrides, args.steps, args.warmup, args.config_name)
+            write_result(result, args.json)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -104,6 +104,9 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     from finetune.data.build import ContextPlan, make_recipe_samples, sequence_chars, split_documents
     from finetune.data.context import ContextSample
     from finetune.data.inspect import sample_kind, token_view
+    from finetune.data.mixture import SftData
+    from finetune.data.sft import Conversation
+    from finetune.data.sft_command import chat_panel
     from finetune.data.sources import load_data_documents
     from finetune.recipe import load_recipe
     from finetune.train import load_encoder
@@ -115,10 +118,20 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     max_chars = min(args.max_chars, sequence_chars(recipe, encoder, docs))
     plan = ContextPlan.from_recipe(recipe, encoder, docs, train_docs, max_chars)
     items = make_recipe_samples(recipe, train_docs, plan, seed=recipe.seed, max_chars=max_chars, stats=Counter())
+    sft = SftData.load(recipe, encoder.tokenizer, family)  # instruction sources, shuffled in as training sees them
+    items = sft.mix(items, recipe.seed) if sft else items
     console = _console()
     wanted = {args.mode} if args.mode else None
     shown = 0
     for item in items:
+        if isinstance(item, Conversation):
+            if wanted and "chat" not in wanted:
+                continue
+            console.print(chat_panel(sft.chat, encoder, item, recipe.data.max_length))
+            shown += 1
+            if shown >= args.n:
+                break
+            continue
         sample = item.sample if isinstance(item, ContextSample) else item
         kind = sample_kind(sample)
         if wanted and kind not in wanted:
@@ -150,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipe YAML file")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. training.max_steps=50")
     train.set_defaults(func=cmd_train)
+    from finetune.launch import add_launch_check_parser
+
+    add_launch_check_parser(sub)
 
     prep = sub.add_parser("prepare", help="tokenize and cache the training set; `train` reuses a matching cache")
     prep.add_argument("recipe", help="recipe YAML file")
@@ -173,13 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("recipe")
     inspect.add_argument("overrides", nargs="*", metavar="key=value")
     inspect.add_argument("-n", type=int, default=5, help="how many samples")
-    inspect.add_argument("--mode", choices=["structured", "random", "plain"], help="only samples of this kind")
+    inspect.add_argument("--mode", choices=["structured", "random", "plain", "chat"], help="only samples of this kind")
     inspect.add_argument("--max-chars", type=int, default=4000, help="window size for long files")
     inspect.set_defaults(func=cmd_data_inspect)
-    # `data sft` registers here
+    from finetune.data.sft_command import add_sft_parser
 
-    # `merge` registers here
-    # `complete` and `eval` register here
+    add_sft_parser(data_sub)
+
+    from finetune.merge import add_merge_parser
+
+    add_merge_parser(sub)
+    from finetune.complete import add_complete_parser
+    from finetune.evaluate.run import add_eval_parser
+
+    add_complete_parser(sub)
+    add_eval_parser(sub)
     recipe = sub.add_parser("recipe", help="show a resolved recipe or list every recipe key")
     recipe_sub = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
     show = recipe_sub.add_parser("show", help="print the fully resolved recipe (bases and overrides applied)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import tempfile
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 
 from finetune.errors import UserError
+from finetune.launch import built_whole, current_plan_shards_parameters
 from finetune.recipe import Recipe
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -114,7 +116,7 @@ def load_model(recipe: Recipe, runtime: Runtime, vocab_size: int):
     }
     if recipe.method == "qlora":
         kwargs["quantization_config"] = quantization_config(recipe, runtime)
-        if runtime.use_cuda:
+        if runtime.use_cuda and not current_plan_shards_parameters():  # ZeRO-3/FSDP place the shards themselves
             kwargs["device_map"] = {"": _local_device_index()}
     try:
         if recipe.model.random_init:
@@ -125,10 +127,24 @@ def load_model(recipe: Recipe, runtime: Runtime, vocab_size: int):
             model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except OSError as exc:
         raise UserError(f"could not load model {name} ({str(exc).splitlines()[0]}); check model.name_or_path") from None
-    if model.get_input_embeddings().weight.shape[0] < vocab_size:
+    if model.get_input_embeddings().num_embeddings < vocab_size:  # not weight.shape: empty under ZeRO-3
         model.resize_token_embeddings(vocab_size, mean_resizing=True)
     model.config.use_cache = False
+    if recipe.method == "qlora" and not runtime.use_cuda:
+        keep_cpu_4bit_in_full_precision(model)
     return model
+
+
+def keep_cpu_4bit_in_full_precision(model) -> None:
+    """Make 4-bit layers compute as they do in training: dequantize, then matmul in the compute dtype.
+
+    In eval mode on CPUs with AVX512-BF16, bitsandbytes switches Linear4bit to a fused kernel that casts the input to
+    bf16 (and repacks the weight); training never takes that path, so eval, inference and merge checks would be off
+    by bf16 rounding.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _random_model(config, seed: int, kwargs: dict):
@@ -136,16 +152,22 @@ def _random_model(config, seed: int, kwargs: dict):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(
-        config,
-        dtype=kwargs["dtype"],
-        attn_implementation=kwargs["attn_implementation"],
-        trust_remote_code=kwargs["trust_remote_code"],
-    )
-    if "quantization_config" not in kwargs:
+    quantized = "quantization_config" in kwargs
+    with built_whole() if quantized else contextlib.nullcontext():  # saved below, so never sharded by zero.Init
+        model = AutoModelForCausalLM.from_config(
+            config,
+            dtype=kwargs["dtype"],
+            attn_implementation=kwargs["attn_implementation"],
+            trust_remote_code=kwargs["trust_remote_code"],
+        )
+    if not quantized:
         return model
     with tempfile.TemporaryDirectory(prefix="finetune-random-init-") as tmp:
-        model.save_pretrained(tmp)
+        # every process writes its own copy: save_pretrained writes only on rank 0 once torch.distributed is up
+        from safetensors.torch import save_model
+
+        model.config.save_pretrained(tmp)
+        save_model(model, str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
         del model
         return AutoModelForCausalLM.from_pretrained(tmp, **{k: v for k, v in kwargs.items() if k != "revision"})
 

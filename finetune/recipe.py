@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from finetune.errors import UserError
 
@@ -73,6 +73,21 @@ class QuantizationSection(Section):
     compute_dtype: Precision = Field("auto", description="Matmul dtype for 4-bit layers; 'auto' follows model.dtype.")
 
 
+def _document_weight(value: float) -> float:
+    if value > 1:
+        raise ValueError(
+            "a weight above 1 would repeat files, which only instructions sources do: lower the other sources' "
+            "weights instead, or raise training.epochs"
+        )
+    return value
+
+
+# Mixture keys of document sources (repo, jsonl, text, dataset): a hash-stable subset of the files, never repeats.
+DocumentWeight = Annotated[float, Field(ge=0), AfterValidator(_document_weight)]
+_DOC_WEIGHT = "Fraction of this source's files used (at most 1; a subset chosen by a hash of each path)."
+_DOC_SAMPLES = "Use at most this many files of this source (None = all), instead of a weight."
+
+
 class RepoSource(Section):
     type: Literal["repo"] = Field("repo", description="Source kind.")
     path: str = Field(description="Repository directory to learn from.")
@@ -83,6 +98,8 @@ class RepoSource(Section):
         "skip", description="Files that are not valid UTF-8: skip them, or decode with U+FFFD replacements (counted)."
     )
     skip_generated: bool = Field(True, description="Skip lock files, generated-code markers and minified files.")
+    weight: DocumentWeight = Field(1.0, description=_DOC_WEIGHT)
+    samples: int | None = Field(None, gt=0, description=_DOC_SAMPLES)
 
 
 class JsonlSource(Section):
@@ -91,11 +108,15 @@ class JsonlSource(Section):
     text_field: str = Field("text", description="Field holding the text.")
     path_field: str | None = Field(None, description="Optional field holding a file path (for headers).")
     language_field: str | None = Field(None, description="Optional field holding a language id.")
+    weight: DocumentWeight = Field(1.0, description=_DOC_WEIGHT)
+    samples: int | None = Field(None, gt=0, description=_DOC_SAMPLES)
 
 
 class TextSource(Section):
     type: Literal["text"] = Field("text", description="Source kind.")
     path: str = Field(description="A text file, or a directory whose *.txt files are read.")
+    weight: DocumentWeight = Field(1.0, description=_DOC_WEIGHT)
+    samples: int | None = Field(None, gt=0, description=_DOC_SAMPLES)
 
 
 class DatasetSource(Section):
@@ -103,9 +124,65 @@ class DatasetSource(Section):
     path: str = Field(description="A local `datasets` dataset: a save_to_disk directory or a data directory/file.")
     split: str = Field("train", description="Split to read.")
     text_field: str = Field("text", description="Column holding the text.")
+    weight: DocumentWeight = Field(1.0, description=_DOC_WEIGHT)
+    samples: int | None = Field(None, gt=0, description=_DOC_SAMPLES)
 
 
-Source = Annotated[Union[RepoSource, JsonlSource, TextSource, DatasetSource], Field(discriminator="type")]  # noqa: UP007
+class InstructionSource(Section):
+    """Instruction/chat records for supervised fine-tuning (finetune.data.sft reads them; README lists the shapes)."""
+
+    type: Literal["instructions"] = Field("instructions", description="Source kind.")
+    path: str = Field(description="JSONL, JSON or parquet file, or a local `datasets` folder, of instruction records.")
+    format: Literal["auto", "evol", "alpaca", "prompt-completion", "sharegpt", "messages"] = Field(
+        "auto", description="Record shape; 'auto' recognises each record's shape from its columns."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Your column for a shape's name, e.g. {instruction: question, output: answer} (also role/content).",
+    )
+    split: str = Field("train", description="Split to read from a `datasets` folder.")
+    on_bad_line: Literal["skip", "fail"] = Field(
+        "skip", description="A malformed or unusable record: skip it (counted, with its line) or stop the run."
+    )
+    weight: float = Field(
+        1.0, ge=0, description="Times each training record is used: 0.5 = a random half, 3 = each three times."
+    )
+    samples: int | None = Field(
+        None, gt=0, description="Exactly this many training records (a subset, or repeats), instead of a weight."
+    )
+
+
+Source = Annotated[  # noqa: UP007
+    Union[RepoSource, JsonlSource, TextSource, DatasetSource, InstructionSource], Field(discriminator="type")  # noqa: UP007
+]
+
+
+class DecontaminateSection(Section):
+    benchmarks: list[str] = Field(
+        default_factory=list, description="Benchmark files (JSONL/JSON records, or text) whose items must not be trained on."
+    )
+    field: str = Field("prompt", description="Field of each benchmark record holding its text.")
+    ngram: int = Field(10, gt=0, description="Word n-gram length compared.")
+    threshold: float = Field(
+        0.5, gt=0, le=1, description="Drop a record holding at least this fraction of some item's n-grams."
+    )
+
+
+class SftSection(Section):
+    template: Literal["auto", "aixcoder", "chatml", "alpaca", "plain"] = Field(
+        "auto",
+        description="Chat template; 'auto' = the tokenizer's own, else aixcoder for aiXcoder and chatml for others.",
+    )
+    chat_template: str | None = Field(
+        None, description="Your own Jinja chat template (text, or a .jinja file); wins over `template`."
+    )
+    system_prompt: str | None = Field(None, description="System prompt for conversations that have none.")
+    add_chat_tokens: bool = Field(
+        True, description="Add the template's special tokens the tokenizer lacks (their embeddings are trained)."
+    )
+    decontaminate: DecontaminateSection = Field(
+        default_factory=DecontaminateSection, description="Drop records that overlap a benchmark."
+    )
 
 
 class FimCategories(Section):
@@ -177,6 +254,11 @@ class DataSection(Section):
     )
     max_length: int = Field(2048, gt=8, description="Tokens per training sequence (longer documents are split).")
     packing: bool = Field(True, description="Pack samples into full sequences; documents never attend to each other.")
+    packing_layout: Literal["auto", "flatten", "rows"] = Field(
+        "auto",
+        description="Packed batches: one flattened sequence (best with flash-attention's varlen kernels) or rows of "
+        "max_length (best with sdpa/eager); 'auto' picks by the attention kernel.",
+    )
     eval_split: float = Field(0.05, ge=0, lt=1, description="Fraction of documents held out for eval loss.")
     dedup: Literal["none", "exact", "near"] = Field(
         "near", description="Drop duplicate files: identical ones (exact), or also near-duplicates (MinHash LSH)."
@@ -186,6 +268,7 @@ class DataSection(Section):
     )
     scrub_secrets: bool = Field(True, description="Replace keys, tokens, passwords and private keys by a placeholder.")
     cache: bool = Field(True, description="Reuse (and store) the tokenized dataset for identical data settings.")
+    sft: SftSection = Field(default_factory=SftSection, description="Instruction data: template and filters.")
     cache_dir: str | None = Field(
         None, description="Where prepared datasets are cached (None = $FINETUNE_CACHE or ~/.cache/finetune/prepared)."
     )
@@ -210,12 +293,29 @@ class TrainingSection(Section):
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto", description="Recompute activations to save memory; 'auto' = on for GPUs, off on CPU."
     )
+    liger: bool | Literal["auto"] = Field(
+        "auto",
+        description="Liger Triton kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU); 'auto' = on a GPU "
+        "when liger-kernel is installed.",
+    )
+    torch_compile: bool = Field(False, description="Compile the model with torch.compile (slow first steps).")
     logging_steps: int = Field(10, gt=0, description="Log loss, learning rate and tokens/s every N steps.")
     save_steps: int = Field(500, gt=0, description="Save a checkpoint every N steps.")
     save_total_limit: int | None = Field(2, description="Keep at most N checkpoints (None = all).")
     eval_steps: int | None = Field(None, description="Evaluate every N steps (None = at the end only).")
     report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = Field("none", description="Experiment tracker.")
     dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
+
+
+class EvalSection(Section):
+    fim_items: int = Field(
+        0, ge=0, description="Held-out FIM items completed during training (exact match/edit similarity in metrics.jsonl); 0 = off."
+    )
+    every_steps: int | None = Field(
+        None, gt=0, description="Complete them every N steps (None = training.eval_steps; always before and after)."
+    )
+    max_new_tokens: int = Field(64, gt=0, description="Tokens generated per item at most.")
+    batch_size: int = Field(8, gt=0, description="Items generated together.")
 
 
 class Recipe(Section):
@@ -229,6 +329,7 @@ class Recipe(Section):
     quantization: QuantizationSection = Field(default_factory=QuantizationSection, description="QLoRA settings.")
     data: DataSection
     training: TrainingSection = Field(default_factory=TrainingSection, description="Optimisation and logging.")
+    eval: EvalSection = Field(default_factory=EvalSection, description="Completion quality measured during training.")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Recipe:

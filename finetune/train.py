@@ -7,6 +7,7 @@ touches the output directory, which is renamed into place when the run is comple
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,9 +17,12 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from finetune.collate import count_tokens, packed_rows_collator, packing_layout
+from finetune.consolidate import save_final_model
 from finetune.data.build import PreparedData
 from finetune.data.cache import prepare_cached
 from finetune.data.formats import SampleEncoder, detect_family, ensure_fim_tokens
+from finetune.data.mixture import chat_setup, has_instructions
 from finetune.errors import UserError
 from finetune.model import (
     Runtime,
@@ -33,24 +37,42 @@ from finetune.rundir import RunDir, last_checkpoint
 
 
 class MetricsCallback(TrainerCallback):
-    """Adds tokens/s to every log and appends each log line to `metrics.jsonl` (main process only)."""
+    """Adds real tokens seen and tokens/s to every log and appends each log line to `metrics.jsonl` (main process).
+
+    Tokens are counted from the batches the model receives (`count_tokens`: padding excluded, any packing layout),
+    on this process, times the number of processes.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.history: list[dict[str, Any]] = []
-        self._last: tuple[float, float] | None = None
+        self.tokens = 0
+        self._last: tuple[float, int] | None = None
+        self._hook = None
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._last = (time.perf_counter(), 0.0)
+    def _count(self, module, args, kwargs) -> None:
+        if module.training and "input_ids" in kwargs:
+            self.tokens += count_tokens(kwargs)[0]
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._last = (time.perf_counter(), 0)
+        if model is not None and self._hook is None:
+            self._hook = model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None:
             return
         now = time.perf_counter()
-        tokens = logs.get("num_tokens")
-        if tokens is not None and self._last is not None:
+        tokens = self.tokens * max(1, args.world_size)
+        if "loss" in logs and self._last is not None:
             then, seen = self._last
-            if tokens >= seen and now > then:
+            logs["tokens_seen"] = tokens
+            if tokens > seen and now > then:
                 logs["tokens_per_second"] = round((tokens - seen) / (now - then), 1)
             self._last = (now, tokens)
         if not state.is_world_process_zero:
@@ -72,6 +94,7 @@ class RunSummary:
     train_seconds: float
     method: str
     world_size: int = 1
+    peak_gpu_memory_gib: float | None = None  # this process's peak allocated CUDA memory (None on CPU)
     data: dict[str, Any] = field(default_factory=dict)
     trainer: Any = field(default=None, repr=False, compare=False)
 
@@ -100,6 +123,7 @@ def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_e
     optim = t.optim
     if optim == "auto":
         optim = "paged_adamw_8bit" if recipe.method == "qlora" and runtime.use_cuda else "adamw_torch"
+    liger = use_liger(t.liger, runtime)
     return SFTConfig(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.batch_size,
@@ -128,6 +152,8 @@ def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_e
         fp16=runtime.fp16,
         use_cpu=not runtime.use_cuda,
         dataloader_num_workers=t.dataloader_num_workers,
+        use_liger_kernel=liger,
+        torch_compile=t.torch_compile,
         max_length=recipe.data.max_length,
         packing=recipe.data.packing,
         packing_strategy="bfd",
@@ -136,11 +162,26 @@ def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_e
     )
 
 
+def use_liger(choice: bool | str, runtime: Runtime) -> bool:
+    """Liger's kernels are Triton (GPU only): 'auto' takes them when they can run, an explicit `true` insists."""
+    installed = importlib.util.find_spec("liger_kernel") is not None
+    if choice == "auto":
+        return installed and runtime.use_cuda
+    if choice and not (installed and runtime.use_cuda):
+        raise UserError(
+            "training.liger=true needs a CUDA GPU and the liger-kernel package: pip install liger-kernel, "
+            "or set training.liger=auto"
+        )
+    return bool(choice)
+
+
 def load_encoder(recipe: Recipe) -> tuple[Any, str, int, SampleEncoder]:
     """Tokenizer (FIM tokens checked, or added), its family, how many tokens were added, and the sample encoder."""
     tokenizer = load_tokenizer(recipe)
     family = recipe.model.family if recipe.model.family != "auto" else detect_family(tokenizer)
     added = ensure_fim_tokens(tokenizer, family, add=recipe.model.add_fim_tokens)
+    if has_instructions(recipe.data):  # the chat template (and its tokens) go on the tokenizer that gets saved
+        added += chat_setup(tokenizer, recipe.data, family)[1]
     return tokenizer, family, added, SampleEncoder(tokenizer, family, loss_on=recipe.data.loss_on)
 
 
@@ -157,7 +198,7 @@ def prepare(recipe: Recipe, state=None) -> tuple[Any, str, int, PreparedData, Pa
     return tokenizer, family, added, data, entry, cached
 
 
-def run(recipe: Recipe, console=None) -> RunSummary | None:
+def run(recipe: Recipe, console=None, callbacks: list | None = None) -> RunSummary | None:
     """Train as the recipe says; returns the summary on the main process (None on the others).
 
     Everything that can fail on bad input (output directory, model path, bitsandbytes, data) is checked before
@@ -166,6 +207,9 @@ def run(recipe: Recipe, console=None) -> RunSummary | None:
     from accelerate import PartialState
     from transformers import set_seed
 
+    from finetune.launch import check_launch
+
+    check_launch(recipe)  # DeepSpeed/FSDP launch settings against the recipe, before anything loads
     # Without a GPU, accelerate only sets up the process group (gloo) when told to run on CPU.
     state = PartialState(cpu=not torch.cuda.is_available())
     rundir = RunDir(recipe.output_dir)
@@ -175,6 +219,7 @@ def run(recipe: Recipe, console=None) -> RunSummary | None:
     if recipe.method == "qlora":
         quantization_config(recipe, runtime)
     check_tracker(recipe.training.report_to)
+    use_liger(recipe.training.liger, runtime)
     set_seed(recipe.seed)
     tokenizer, family, added, data, entry, cached = prepare(recipe, state)
     if state.is_main_process:
@@ -185,7 +230,7 @@ def run(recipe: Recipe, console=None) -> RunSummary | None:
     state.wait_for_everyone()
     try:
         new_token_ids = list(range(len(tokenizer) - added, len(tokenizer)))
-        return _train(recipe, runtime, tokenizer, family, data, rundir, state, new_token_ids)
+        return _train(recipe, runtime, tokenizer, family, data, rundir, state, new_token_ids, callbacks or [])
     except UserError:
         if state.is_main_process:
             rundir.discard_if_empty()
@@ -233,17 +278,21 @@ def _train(
     rundir: RunDir,
     state,
     new_token_ids: list[int],
+    callbacks: list,
 ) -> RunSummary | None:
     from trl import SFTTrainer
 
-    checkpoint = last_checkpoint(rundir.partial) if recipe.resume else None
-    model = load_model(recipe, runtime, vocab_size=len(tokenizer))
-    if recipe.method == "qlora":
-        from peft import prepare_model_for_kbit_training
+    from finetune.evaluate.callback import fim_eval_callback
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=runtime.use_cuda)
+    checkpoint = last_checkpoint(rundir.partial) if recipe.resume else None
+    # before the model: under ZeRO-3 (zero3_init_flag) the arguments make from_pretrained build it sharded
     args = training_arguments(recipe, runtime, rundir.partial, has_eval=data.eval is not None)
+    model = load_model(recipe, runtime, vocab_size=len(tokenizer))
+    # No peft.prepare_model_for_kbit_training for QLoRA: it upcasts the norms, embeddings and LM head to fp32, which
+    # turns every hidden state after a norm into fp32 (slower, more memory); TRL readies the
+    # quantized model for gradient checkpointing itself.
     metrics = MetricsCallback(rundir.partial / "metrics.jsonl")
+    layout = packing_layout(recipe.data.packing_layout, model.config._attn_implementation or "sdpa", runtime.use_cuda)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -253,6 +302,13 @@ def _train(
         peft_config=lora_config(recipe, new_token_ids),
     )
     trainer.callback_handler.callbacks.insert(0, metrics)
+    if recipe.data.packing and layout == "rows":  # TRL refuses a custom collator with packing: swap it in after
+        trainer.data_collator = packed_rows_collator(tokenizer)
+    for callback in callbacks:  # e.g. the benchmark's step timer
+        trainer.add_callback(callback)
+    fim_eval = fim_eval_callback(recipe, tokenizer, family, data.eval_paths, metrics.path)
+    if fim_eval is not None:
+        trainer.add_callback(fim_eval)
     if recipe.method == "qlora":
         _match_adapter_dtype(trainer.model, runtime)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -260,7 +316,7 @@ def _train(
     if eval_loss is not None and state.is_main_process:
         with metrics.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": trainer.state.global_step, "final_eval_loss": eval_loss}) + "\n")
-    trainer.save_model(str(rundir.partial))
+    save_final_model(trainer, rundir.partial)  # whole weights even under ZeRO-3/FSDP
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
@@ -280,6 +336,7 @@ def _train(
         train_seconds=runtime_s,
         method=recipe.method,
         world_size=state.num_processes,
+        peak_gpu_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if runtime.use_cuda else None,
         data=dict(data.stats),
     )
     summary.trainer = trainer
@@ -304,5 +361,5 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def _overall_tokens_per_second(history: list[dict[str, Any]], seconds: float) -> float | None:
-    tokens = [r["num_tokens"] for r in history if "num_tokens" in r]
+    tokens = [r["tokens_seen"] for r in history if "tokens_seen" in r]
     return tokens[-1] / seconds if tokens and seconds > 0 else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sysconfig
 from collections.abc import Callable
 from pathlib import Path
@@ -87,3 +88,32 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("finetune-cache")
     os.environ["FINETUNE_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def code_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small fixed set of real Python code (four standard-library modules) that a tiny model can fit quickly."""
+    root = tmp_path_factory.mktemp("repo")
+    for name in ["colorsys.py", "bisect.py", "fnmatch.py", "glob.py"]:
+        shutil.copy(Path(sysconfig.get_paths()["stdlib"]) / name, root / name)
+    return root
+
+
+def train_recipe(out: Path, model_dir: Path, repo: Path, method: str = "lora", **training) -> dict:
+    """A training recipe for the tiny model over `repo` (the `training` keys given override the defaults here)."""
+    return {
+        "output_dir": str(out),
+        "method": method,
+        "model": {"name_or_path": str(model_dir), "family": "starcoder"},
+        "adapter": {"r": 8, "alpha": 16, "dropout": 0.0},
+        "data": {"sources": [{"type": "repo", "path": str(repo)}], "max_length": 128, "eval_split": 0.2},
+        "training": {
+            "batch_size": 4,
+            "learning_rate": 5e-3 if method == "full" else 3e-2,
+            "max_steps": 12,
+            "logging_steps": 1,
+            "save_steps": 1000,
+            "warmup": 0,
+            **training,
+        },
+    }

@@ -103,7 +103,7 @@ def test_data_inspect_shows_samples(tmp_path: Path, tiny_model_dir: Path, capsys
     recipe = recipe_file(tmp_path, tiny_model_dir, SAMPLE_REPO, tmp_path / "cache")
     assert main(["data", "inspect", str(recipe), "-n", "2", "--mode", "structured"]) == 0
     out = capsys.readouterr().out
-    assert "showed 2 samples" in out and "structured" in out and "in the loss" in out
+    assert "showed 2 training samples" in out and "structured" in out and "in the loss" in out
 
 
 @pytest.mark.parametrize("family", ["starcoder", "qwen", "deepseek"])

@@ -3,48 +3,21 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import train_recipe
 
 from finetune.recipe import validate_recipe
 from finetune.train import MetricsCallback, run
 
-STDLIB = Path(sysconfig.get_paths()["stdlib"])
-
-
-@pytest.fixture(scope="module")
-def code_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small fixed set of real Python code (four standard-library modules) that a tiny model can fit quickly."""
-    root = tmp_path_factory.mktemp("repo")
-    for name in ["colorsys.py", "bisect.py", "fnmatch.py", "glob.py"]:
-        shutil.copy(STDLIB / name, root / name)
-    return root
-
 
 def recipe_dict(out: Path, model_dir: Path, repo: Path, method: str = "lora", **training) -> dict:
-    return {
-        "output_dir": str(out),
-        "method": method,
-        "model": {"name_or_path": str(model_dir), "family": "starcoder"},
-        "adapter": {"r": 8, "alpha": 16, "dropout": 0.0},
-        "data": {"sources": [{"type": "repo", "path": str(repo)}], "max_length": 128, "eval_split": 0.2},
-        "training": {
-            "batch_size": 4,
-            "learning_rate": 5e-3 if method == "full" else 3e-2,
-            "max_steps": 12,
-            "logging_steps": 1,
-            "save_steps": 1000,
-            "warmup": 0,
-            **training,
-        },
-    }
+    return train_recipe(out, model_dir, repo, method, **training)
 
 
 def logits_of(model, ids: torch.Tensor) -> torch.Tensor:
@@ -69,6 +42,10 @@ def reload(out: Path, model_dir: Path, method: str):
             bnb_4bit_quant_storage=torch.float32,
         )
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kwargs)
+    if method == "qlora":
+        from finetune.model import keep_cpu_4bit_in_full_precision
+
+        keep_cpu_4bit_in_full_precision(base)  # as training did, whatever the CPU
     return PeftModel.from_pretrained(base, out)
 
 
@@ -230,3 +207,34 @@ def test_added_fim_tokens_are_trained_and_saved(tmp_path, tiny_model_dir, code_r
     layer = next(m for m in summary.trainer.model.modules() if hasattr(m, "trainable_tokens_delta"))
     trained, original = layer.trainable_tokens_delta["default"], layer.trainable_tokens_original["default"]
     assert trained.shape[0] == 4 and (trained - original).abs().max() > 1e-4  # the new rows moved
+
+
+def test_packed_rows_keep_documents_apart_without_flattening(tiny_model_dir) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from finetune.collate import PackedRowsCollator, count_tokens, packing_layout
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    docs = [[3, 14, 15, 92], [65, 35, 89], [79, 32, 38, 46, 26], [43, 38], [7, 8, 9]]
+    rows = [  # three bfd-packed rows: docs 0+1, docs 2+3, doc 4 alone (shorter, so it is padded)
+        {"input_ids": docs[0] + docs[1], "seq_lengths": [4, 3]},
+        {"input_ids": docs[2] + docs[3], "seq_lengths": [5, 2]},
+        {"input_ids": docs[4], "seq_lengths": [3]},
+    ]
+    batch = PackedRowsCollator(pad_token_id=0)(rows)
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (3, 7)
+    assert batch["position_ids"].tolist()[:2] == [[0, 1, 2, 3, 0, 1, 2], [0, 1, 2, 3, 4, 0, 1]]
+    assert batch["labels"][0, 4] == -100 and batch["labels"][1, 5] == -100 and batch["labels"][0, 0] == 3
+    assert batch["labels"][2, 3:].tolist() == [-100] * 4
+    assert count_tokens(batch) == (17, 21, 5)  # 17 real tokens in 5 documents, 4 padded positions
+    model.eval()
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        alone = [model(input_ids=torch.tensor([ids])).logits[0] for ids in docs]
+    assert torch.allclose(packed[0], torch.cat(alone[:2]), atol=1e-5)
+    assert torch.allclose(packed[1], torch.cat(alone[2:4]), atol=1e-5)
+    assert torch.allclose(packed[2, :3], alone[4], atol=1e-5)
+    assert packing_layout("auto", "sdpa", on_gpu=False) == "rows"
+    assert packing_layout("auto", "sdpa", on_gpu=True) == "flatten"
+    assert packing_layout("auto", "flash_attention_2", on_gpu=True) == "flatten"
+    assert packing_layout("flatten", "sdpa", on_gpu=False) == "flatten"

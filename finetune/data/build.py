@@ -14,6 +14,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from finetune.data.chat import ChatEncoder
 from finetune.data.context import (
     ContextSample,
     RepoRetriever,
@@ -24,7 +25,9 @@ from finetune.data.context import (
     with_retrieved_context,
 )
 from finetune.data.formats import SampleEncoder
+from finetune.data.mixture import SftData
 from finetune.data.sample import Document, Sample
+from finetune.data.sft import Conversation
 from finetune.data.sources import load_data_documents
 from finetune.data.transforms import make_samples
 from finetune.errors import UserError
@@ -82,12 +85,26 @@ def chars_per_token(encoder: SampleEncoder, documents: list[Document], budget: i
 
 
 def encode_samples(
-    samples: list[Sample | ContextSample], encoder: SampleEncoder, max_length: int, stats: Counter[str]
+    samples: list[Sample | ContextSample | Conversation],
+    encoder: SampleEncoder,
+    max_length: int,
+    stats: Counter[str],
+    chat: ChatEncoder | None = None,
 ) -> Dataset:
-    """Token ids and labels for each sample; overflowing samples become plain max_length chunks (counted)."""
+    """Token ids and labels for each sample; overflowing samples become plain max_length chunks (counted).
+
+    Conversations (instruction data) are encoded by `chat`; they lose prompt text first when too long (`chat.py`).
+    """
     input_ids: list[list[int]] = []
     labels: list[list[int]] = []
     for item in samples:
+        if isinstance(item, Conversation):
+            chat_row = chat.encode_counted(item, max_length, stats) if chat is not None else None
+            if chat_row is not None:
+                input_ids.append(chat_row.input_ids)
+                labels.append(chat_row.labels)
+                stats["chat_samples"] += 1
+            continue
         if isinstance(item, ContextSample):
             sample, row = item.sample, encoder.encode_in_context(item.sample, item.context, item.lead)
             stats["with_context"] += bool(item.context_chars)
@@ -183,16 +200,26 @@ def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
     def transform(docs: list[Document], seed: int, counts: Counter[str]) -> list[Sample | ContextSample]:
         return make_recipe_samples(recipe, docs, plan, seed=seed, max_chars=max_chars, stats=counts)
 
-    train = encode_samples(transform(train_docs, recipe.seed, stats), encoder, recipe.data.max_length, stats)
+    sft = SftData.load(recipe, encoder.tokenizer, encoder.family.name)  # None without instruction sources
+    chat = sft.chat if sft else None
+    train_items = transform(train_docs, recipe.seed, stats)
+    if sft:
+        train_items = sft.mix(train_items, recipe.seed)
+    train = encode_samples(train_items, encoder, recipe.data.max_length, stats, chat)
     if len(train) == 0:
         raise UserError("no training samples were produced: add data or lower data.eval_split")
     evaluation = None
-    if eval_docs:
+    if eval_docs or (sft and sft.eval):
         eval_stats: Counter[str] = Counter()
-        evaluation = encode_samples(
-            transform(eval_docs, recipe.seed + 1, eval_stats), encoder, recipe.data.max_length, eval_stats
-        )
+        eval_items = transform(eval_docs, recipe.seed + 1, eval_stats)
+        if sft:
+            eval_items = sft.mix(eval_items, recipe.seed + 1, train=False)
+        evaluation = encode_samples(eval_items, encoder, recipe.data.max_length, eval_stats, chat)
     stats["train_documents"] = len(train_docs)
     stats["eval_documents"] = len(eval_docs)
     eval_paths = sorted(doc.path for doc in eval_docs)
-    return PreparedData(train, evaluation, ingest.to_dict(), ingest.summary_lines(), eval_paths, dict(stats))
+    ingest_report, ingest_lines = ingest.to_dict(), ingest.summary_lines()
+    if sft:
+        ingest_report["instructions"] = sft.report.to_dict()
+        ingest_lines += sft.report.lines()
+    return PreparedData(train, evaluation, ingest_report, ingest_lines, eval_paths, dict(stats))

@@ -55,6 +55,10 @@ def cache_key(recipe: Recipe, family: str, tokenizer) -> str:
         "special": sorted(tokenizer.get_added_vocab().items()),
         "inputs": [_source_fingerprint(source.path) for source in recipe.data.sources],
     }
+    if any(source.type == "instructions" for source in recipe.data.sources):
+        # the chat template (set on the tokenizer by load_encoder) and the benchmarks shape the SFT samples too
+        material["chat_template"] = getattr(tokenizer, "chat_template", None)
+        material["benchmarks"] = [_source_fingerprint(p) for p in recipe.data.sft.decontaminate.benchmarks]
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

@@ -44,6 +44,8 @@ def clean_documents(
 def load_data_documents(data: DataSection) -> tuple[list[Document], IngestReport]:
     """The recipe's documents after loading, deduplication and secret scrubbing."""
     documents, report = load_documents(data.sources)
+    if not documents:  # only instruction sources: nothing to clean
+        return documents, report
     documents = clean_documents(
         documents, report, dedup=data.dedup, threshold=data.near_dup_threshold, scrub=data.scrub_secrets
     )
@@ -51,14 +53,25 @@ def load_data_documents(data: DataSection) -> tuple[list[Document], IngestReport
 
 
 def load_documents(sources: list[Source]) -> tuple[list[Document], IngestReport]:
-    """All documents of all sources, in recipe order, with one merged ingestion report."""
+    """All documents of all document sources, in recipe order, with one merged ingestion report.
+
+    Instruction sources are skipped here (`finetune.data.mixture` reads them as conversations); a source's `weight`
+    or `samples` keeps a subset of its files, counted as `mixture_weight`.
+    """
+    from finetune.data.mixture import select_documents
+
     documents: list[Document] = []
     report = IngestReport()
     for source in sources:
+        if source.type == "instructions":
+            continue
         docs, source_report = _LOADERS[type(source)](source)
-        documents.extend(docs)
+        selected = select_documents(docs, source)
+        if len(selected) < len(docs):
+            source_report.skipped["mixture_weight"] += len(docs) - len(selected)
+        documents.extend(selected)
         report.merge(source_report)
-    if not documents:
+    if not documents and not any(source.type == "instructions" for source in sources):
         raise UserError("the recipe's data sources yield no documents: check data.sources paths and filters")
     return documents, report
 

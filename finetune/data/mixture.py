@@ -1,0 +1,138 @@
+"""Mixtures: how much of each recipe source goes into training, and instruction data alongside FIM samples.
+
+Every source has `weight` (default 1) and `samples` (a fixed count, instead of a weight). For instruction sources a
+weight multiplies the records (0.5 = a random half, 3 = each three times) and `samples: N` gives exactly N training
+records (a random subset, or repeats when there are fewer). For document sources (repo, jsonl, text, dataset) both
+only ever keep a subset of the files, since a repeated file would be an exact duplicate. Which records get the
+fractional extra copy, and which files are kept, is decided by a hash of where they come from, so a source that grows
+keeps its earlier choices. Instruction records are split into train/eval like files (hash of the record's location),
+weights apply to the training side, and the training list of FIM samples and conversations is shuffled with the
+recipe seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from finetune.data.chat import ChatEncoder, resolve_template, setup_chat_tokenizer
+from finetune.data.decontam import Decontaminator
+from finetune.data.sample import Document
+from finetune.data.sft import Conversation, InstructionFile, SftReport, load_conversations
+
+if TYPE_CHECKING:
+    from finetune.recipe import DataSection, Recipe
+
+
+def _rank(*parts: str) -> bytes:
+    return hashlib.sha256("\0".join(parts).encode("utf-8", errors="surrogatepass")).digest()
+
+
+def repeat_counts(keys: Sequence[str], weight: float = 1.0, samples: int | None = None) -> list[int]:
+    """How many times each of `keys` is used: `samples` in total (or round(weight * n)), spread as evenly as possible.
+
+    The records that get one copy more than the rest are those with the lowest hash of their key.
+    """
+    n = len(keys)
+    if n == 0:
+        return []
+    total = samples if samples is not None else round(weight * n)
+    whole, extra = divmod(max(0, total), n)
+    lucky = set(sorted(range(n), key=lambda i: _rank(keys[i]))[:extra])
+    return [whole + (i in lucky) for i in range(n)]
+
+
+def select_documents(docs: list[Document], source: Any) -> list[Document]:
+    """The files of a document source that its `weight` (at most 1) or `samples` (a cap) keep, in their order."""
+    weight = getattr(source, "weight", 1.0)
+    samples = getattr(source, "samples", None)
+    if samples is None and weight >= 1:
+        return docs
+    counts = repeat_counts([f"{source.path}\0{d.path}" for d in docs], min(weight, 1.0), samples)
+    return [doc for doc, count in zip(docs, counts, strict=True) if count > 0]
+
+
+def instruction_sources(data: DataSection) -> list[Any]:
+    return [s for s in data.sources if s.type == "instructions"]
+
+
+def has_instructions(data: DataSection) -> bool:
+    return bool(instruction_sources(data))
+
+
+def chat_setup(tokenizer: Any, data: DataSection, family: str | None) -> tuple[ChatEncoder, int]:
+    """The run's chat encoder; on first use also gives the tokenizer the template (and its tokens), once.
+
+    Returns the encoder and how many tokens were added. Called by `train.load_encoder` before anything is tokenized,
+    so the saved tokenizer carries the template training used.
+    """
+    done = getattr(tokenizer, "_finetune_chat_template", None)
+    if done is not None:
+        return ChatEncoder(tokenizer, tokenizer.chat_template, done), 0
+    sft = data.sft
+    template = resolve_template(tokenizer, sft.template, sft.chat_template, family)
+    added = setup_chat_tokenizer(tokenizer, template, sft.system_prompt, sft.add_chat_tokens)
+    tokenizer._finetune_chat_template = template.name
+    return ChatEncoder(tokenizer, tokenizer.chat_template, template.name), added
+
+
+def _is_eval(key: str, fraction: float, seed: int) -> bool:
+    digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8", errors="surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+@dataclass
+class SftData:
+    """A recipe's instruction conversations, split and weighted, with the encoder that turns them into rows."""
+
+    chat: ChatEncoder
+    train: list[Conversation]
+    eval: list[Conversation]
+    report: SftReport
+
+    @classmethod
+    def load(cls, recipe: Recipe, tokenizer: Any, family: str | None) -> SftData | None:
+        """None when the recipe has no instruction source."""
+        sources = instruction_sources(recipe.data)
+        if not sources:
+            return None
+        chat, _ = chat_setup(tokenizer, recipe.data, family)
+        decon = recipe.data.sft.decontaminate
+        checker = (
+            Decontaminator.from_files(decon.benchmarks, decon.field, decon.ngram, decon.threshold)
+            if decon.benchmarks
+            else None
+        )
+        report = SftReport()
+        train: list[Conversation] = []
+        evaluation: list[Conversation] = []
+        for source in sources:
+            spec = InstructionFile(source.path, source.format, dict(source.columns), source.on_bad_line, source.split)
+            conversations, part = load_conversations(spec)
+            if checker is not None:
+                clean = []
+                for conv in conversations:
+                    if checker.contaminated(conv.text):
+                        part.skip("benchmark_overlap", conv.source)
+                        part.records_kept -= 1
+                    else:
+                        clean.append(conv)
+                conversations = clean
+            held = [_is_eval(f"{source.path}\0{c.source}", recipe.data.eval_split, recipe.seed) for c in conversations]
+            kept = [c for c, h in zip(conversations, held, strict=True) if not h]
+            counts = repeat_counts([f"{source.path}\0{c.source}" for c in kept], source.weight, source.samples)
+            weighted = [c for c, k in zip(kept, counts, strict=True) for _ in range(k)]
+            part.train, part.eval = len(weighted), sum(held)
+            train += weighted
+            evaluation += [c for c, h in zip(conversations, held, strict=True) if h]
+            report.merge(part)
+        return cls(chat, train, evaluation, report)
+
+    def mix(self, items: Sequence[Any], seed: int, train: bool = True) -> list[Any]:
+        """FIM/plain items and this data's conversations in one list, shuffled with `seed`."""
+        mixed = [*items, *(self.train if train else self.eval)]
+        random.Random(seed).shuffle(mixed)
+        return mixed

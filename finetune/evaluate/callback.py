@@ -1,0 +1,128 @@
+"""Complete a small held-out FIM set while training, so metrics.jsonl shows whether completions get better.
+
+Loss says little about whether a model now writes the right line; exact match and edit similarity on real
+completions do. The items come from the run's held-out files (never trained on), built as `finetune eval`
+builds them, and are completed greedily before training, every `eval.every_steps` steps, and at the end.
+Every process generates (ZeRO-3 and FSDP need all ranks in each forward); the main process writes the record.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from finetune.data.formats import SampleEncoder
+from finetune.evaluate.items import EvalItem, build_items
+from finetune.evaluate.metrics import score_by_category
+from finetune.evaluate.truncate import truncate
+
+
+class FimEvalCallback(TrainerCallback):
+    """Scores `items` with the model being trained and appends the scores to `metrics_path`."""
+
+    def __init__(
+        self,
+        items: list[EvalItem],
+        tokenizer: Any,
+        encoder: SampleEncoder,
+        metrics_path: Path,
+        *,
+        every_steps: int | None,
+        max_new_tokens: int,
+        batch_size: int,
+    ) -> None:
+        self.items = items
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.metrics_path = metrics_path
+        self.every_steps = every_steps
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.history: list[dict[str, Any]] = []
+        self._last_step: int | None = None
+
+    def evaluate(self, model: Any, step: int, epoch: float, is_main: bool) -> dict[str, Any]:
+        from finetune.complete import Completer, Sampling, generate
+
+        completer = Completer(model, self.tokenizer, self.encoder, self.encoder.family.name, "training")
+        prompts = [completer.prompt_ids(it.prefix, it.suffix, it.path, it.language) for it in self.items]
+        results, stats = generate(completer, prompts, Sampling(self.max_new_tokens), batch_size=self.batch_size)
+        predictions = [
+            truncate(r.text if r is not None else "", it.language, it.mode, it.prefix)
+            for r, it in zip(results, self.items, strict=True)
+        ]
+        scores = score_by_category((it.category, p, it.middle) for p, it in zip(predictions, self.items, strict=True))
+        overall = scores["overall"]
+        record = {
+            "step": step,
+            "epoch": round(epoch, 4),
+            "fim_items": overall.n,
+            "fim_exact_match": round(overall.exact_match, 4),
+            "fim_edit_similarity": round(overall.edit_similarity, 4),
+            "fim_exact_match_by_category": {c: round(s.exact_match, 4) for c, s in scores.items() if c != "overall"},
+            "fim_tokens_per_second": round(stats.tokens_per_second, 1),
+        }
+        self._last_step = step
+        if is_main:
+            self.history.append(record)
+            with self.metrics_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        return record
+
+    def _run(self, state, model) -> None:
+        if model is not None and self._last_step != state.global_step:
+            self.evaluate(model, state.global_step, state.epoch or 0.0, state.is_world_process_zero)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._run(state, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every_steps and state.global_step % self.every_steps == 0:
+            self._run(state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._run(state, model)
+
+
+def fim_eval_callback(
+    recipe: Any, tokenizer: Any, family: str, eval_paths: list[str], metrics_path: Path
+) -> FimEvalCallback | None:
+    """The callback a recipe asks for (`eval.fim_items` > 0 and held-out files exist), else None."""
+    settings = getattr(recipe, "eval", None)
+    if settings is None or settings.fim_items <= 0 or not eval_paths:
+        return None
+    from finetune.data.sources import load_data_documents
+
+    held = set(eval_paths)
+    documents, _ = load_data_documents(recipe.data)
+    documents = [doc for doc in documents if doc.path in held]
+    items = build_items(documents, per_category=settings.fim_items, seed=recipe.seed)
+    if not items:
+        return None
+    items = _spread(items, settings.fim_items)
+    every = settings.every_steps if settings.every_steps is not None else recipe.training.eval_steps
+    return FimEvalCallback(
+        items,
+        tokenizer,
+        SampleEncoder(tokenizer, family),
+        metrics_path,
+        every_steps=every,
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size,
+    )
+
+
+def _spread(items: list[EvalItem], n: int) -> list[EvalItem]:
+    """`n` items taken round-robin over the categories, so a small set still covers each kind."""
+    by_category: dict[str, list[EvalItem]] = {}
+    for item in items:
+        by_category.setdefault(item.category, []).append(item)
+    chosen: list[EvalItem] = []
+    while len(chosen) < n and any(by_category.values()):
+        for group in by_category.values():
+            if group and len(chosen) < n:
+                chosen.append(group.pop(0))
+    return chosen

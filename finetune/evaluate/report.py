@@ -1,0 +1,104 @@
+"""Evaluation results as files people and programs read: results.json, report.md, and a PNG bar chart.
+
+Every file is written to a temporary name in the output folder and renamed when whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from finetune.errors import UserError
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, data: dict) -> Path:
+    return write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    return write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def fim_markdown(runs: list[dict], categories: list[str], notes: list[str]) -> str:
+    """A Markdown table: one row per category, exact match and edit similarity for each run side by side."""
+    labels = [run["label"] for run in runs]
+    head = ["category", "n"] + [f"EM {label}" for label in labels] + [f"ES {label}" for label in labels]
+    lines = ["# FIM evaluation", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for category in [*categories, "overall"]:
+        scores = [run["scores"].get(category) for run in runs]
+        if not any(scores):
+            continue
+        n = next(s["n"] for s in scores if s)
+        ems = [_pct(s["exact_match"]) if s else "" for s in scores]
+        ess = [_pct(s["edit_similarity"]) if s else "" for s in scores]
+        name = f"**{category}**" if category == "overall" else category
+        lines.append("| " + " | ".join([name, str(n), *ems, *ess]) + " |")
+    lines += ["", "EM = exact match (%), ES = edit similarity (%, rapidfuzz), after truncation to the syntactic unit.", ""]
+    for run in runs:
+        gen = run.get("generation") or {}
+        if gen:
+            lines.append(
+                f"- {run['label']}: {gen.get('new_tokens', 0)} tokens generated in {gen.get('seconds', 0)}s "
+                f"({gen.get('tokens_per_second', 0)} tokens/s, batch size {gen.get('batch_size', '?')})"
+            )
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def benchmark_markdown(runs: list[dict], benchmark: str, notes: list[str]) -> str:
+    lines = [f"# Infilling benchmark: {benchmark}", "", "| model | tasks | passed | pass@1 (%) |", "|---|---|---|---|"]
+    for run in runs:
+        lines.append(f"| {run['label']} | {run['total']} | {run['passed']} | {_pct(run['pass@1'])} |")
+    lines.append("")
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_scores(path: Path, runs: list[dict], categories: list[str]) -> Path:
+    """A grouped bar chart of exact match and edit similarity per category, one colour per run."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install 'finetune[plot]' (or leave out --plot)") from None
+    shown = [c for c in [*categories, "overall"] if any(c in run["scores"] for run in runs)]
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.8 * len(shown) + 2), 7), sharex=True)
+    width = 0.8 / max(1, len(runs))
+    for axis, metric, title in zip(axes, ("exact_match", "edit_similarity"), ("exact match", "edit similarity"), strict=True):
+        for r, run in enumerate(runs):
+            values = [100 * run["scores"].get(c, {}).get(metric, 0.0) for c in shown]
+            axis.bar([i + r * width for i in range(len(shown))], values, width, label=run["label"])
+        axis.set_ylabel(f"{title} (%)")
+        axis.set_ylim(0, 100)
+        axis.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    axes[1].set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(shown))])
+    axes[1].set_xticklabels(shown, rotation=35, ha="right")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

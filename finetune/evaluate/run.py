@@ -1,0 +1,347 @@
+"""`finetune eval`: score a model (and a base to compare) on held-out FIM items of a repository, or on an
+infilling benchmark with execution; write results.json, report.md, predictions.jsonl and, with --plot, a chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+from finetune.errors import UserError
+from finetune.evaluate.items import CATEGORIES, EvalItem, build_items
+from finetune.evaluate.metrics import edit_similarity, exact_match, score_by_category
+from finetune.evaluate.report import (
+    benchmark_markdown,
+    fim_markdown,
+    plot_scores,
+    write_atomic,
+    write_json,
+    write_jsonl,
+)
+from finetune.evaluate.truncate import truncate
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+
+# ------------------------------------------------------------------------------------------- held-out split
+
+
+def find_split(args: argparse.Namespace) -> Path | None:
+    """The split.json to use: --split, else the adapter's run, else the model's run directory."""
+    if args.split:
+        if not Path(args.split).is_file():
+            raise UserError(f"--split {args.split} not found: pass the split.json a training run wrote")
+        return Path(args.split)
+    for directory in (args.adapter, args.model):
+        if directory and (Path(directory) / "split.json").is_file():
+            return Path(directory) / "split.json"
+    return None
+
+
+def held_out_paths(split: Path) -> set[str]:
+    try:
+        data = json.loads(split.read_text(encoding="utf-8"))
+        return set(data["eval_paths"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{split} is not a training run's split.json (no eval_paths list): pass another --split") from None
+
+
+def held_out_documents(repo: str, split: Path | None, notes: list[str]):
+    """The repository's documents that training did not see (all of them when there is no recorded split)."""
+    from finetune.data.repo import IngestReport, walk_repository
+    from finetune.data.sources import clean_documents
+
+    documents, report = walk_repository(repo)
+    documents = clean_documents(documents, report if isinstance(report, IngestReport) else IngestReport(), dedup="none")
+    if split is None:
+        notes.append("no split.json found: every file of the repository is used (the model may have trained on them)")
+        return documents
+    held = held_out_paths(split)
+    kept = [doc for doc in documents if doc.path in held]
+    if not kept:
+        raise UserError(
+            f"none of the {len(held)} held-out files in {split} is in {repo}: pass the repository the run trained on"
+        )
+    notes.append(f"{len(kept)} held-out files from {split} (training never saw them)")
+    return kept
+
+
+# ---------------------------------------------------------------------------------------------- FIM on a repo
+
+
+def _models(args: argparse.Namespace) -> list[tuple[str | None, str | None, str | None]]:
+    """(model, adapter, label) for the model under test and, with --compare, the base."""
+    runs: list[tuple[str | None, str | None, str | None]] = [(args.model, args.adapter, None)]
+    if args.compare:
+        runs.append((args.compare, None, None))
+    return runs
+
+
+def _label(completer_label: str, taken: set[str]) -> str:
+    label = completer_label
+    while label in taken:
+        label += "'"
+    taken.add(label)
+    return label
+
+
+def fim_predictions(completer, items: list[EvalItem], args: argparse.Namespace, progress) -> tuple[list[str], dict]:
+    """Raw completions for every item, and generation stats."""
+    from finetune.complete import Sampling, generate
+
+    prompts = [completer.prompt_ids(item.prefix, item.suffix, item.path, item.language) for item in items]
+    task = progress.add_task(f"completing with {completer.label}", total=len(items))
+    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed)
+    results, stats = generate(
+        completer, prompts, sampling, batch_size=args.batch_size, on_batch=lambda n: progress.advance(task, n)
+    )
+    texts = [result.text if result is not None else "" for result in results]
+    return texts, {**stats.to_dict(), "batch_size": args.batch_size, "skipped_too_long": len(stats.skipped)}
+
+
+def run_fim(args: argparse.Namespace) -> int:
+    from finetune.complete import load_completer
+
+    console = _console()
+    notes: list[str] = []
+    split = find_split(args)
+    documents = held_out_documents(args.repo, split, notes)
+    stats: Counter[str] = Counter()
+    categories = args.categories.split(",") if args.categories else list(CATEGORIES)
+    items = build_items(
+        documents,
+        per_category=args.per_category,
+        seed=args.seed or 0,
+        max_context_chars=args.context_chars,
+        categories=categories,
+        stats=stats,
+    )
+    if not items:
+        raise UserError(
+            f"no benchmark items in the {len(documents)} held-out files (no parsable functions or blocks): "
+            "evaluate a repository with code in a supported language"
+        )
+    if stats["truncation_would_change_reference"]:
+        notes.append(f"{stats['truncation_would_change_reference']} spans left out: their truncation rule cuts the reference")
+    console.print(f"[dim]eval:[/dim] {len(items)} items from {len(documents)} files, {len(categories)} categories")
+    out = Path(args.out)
+    rows = [{"id": it.id, "category": it.category, "path": it.path, "reference": it.middle} for it in items]
+    runs: list[dict] = []
+    taken: set[str] = set()
+    with _progress() as progress:
+        for model, adapter, _ in _models(args) if not args.oracle else [(None, None, "oracle")]:
+            if args.oracle:
+                label, raw, generation = _label("oracle", taken), [it.middle for it in items], {}
+            else:
+                completer = load_completer(model, adapter, family=args.family, dtype=args.dtype)
+                label = _label(completer.label, taken)
+                raw, generation = fim_predictions(completer, items, args, progress)
+                del completer
+            cut = [truncate(text, it.language, it.mode, it.prefix) for text, it in zip(raw, items, strict=True)]
+            scores = score_by_category((it.category, p, it.middle) for p, it in zip(cut, items, strict=True))
+            for row, text, pred in zip(rows, raw, cut, strict=True):
+                row[f"{label}.raw"] = text
+                row[f"{label}.prediction"] = pred
+                row[f"{label}.exact_match"] = exact_match(pred, row["reference"])
+                row[f"{label}.edit_similarity"] = round(edit_similarity(pred, row["reference"]), 4)
+            runs.append(
+                {
+                    "label": label,
+                    "model": model,
+                    "adapter": adapter,
+                    "scores": {c: s.to_dict() for c, s in scores.items()},
+                    "generation": generation,
+                }
+            )
+    results = {
+        "kind": "fim",
+        "repo": str(args.repo),
+        "split": str(split) if split else None,
+        "items": len(items),
+        "item_stats": dict(stats),
+        "settings": _settings(args),
+        "runs": runs,
+        "notes": notes,
+    }
+    files = [
+        write_json(out / "results.json", results),
+        write_jsonl(out / "predictions.jsonl", rows),
+        write_atomic(out / "report.md", fim_markdown(runs, categories, notes)),
+    ]
+    if args.plot:
+        files.append(plot_scores(out / "scores.png", runs, categories))
+    _print_fim_table(console, runs, categories)
+    for note in notes:
+        console.print(f"[dim]note:[/dim] {note}")
+    console.print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    keys = ("max_new_tokens", "temperature", "top_p", "top_k", "seed", "batch_size", "per_category", "context_chars")
+    return {k: getattr(args, k) for k in keys if hasattr(args, k)}
+
+
+def _print_fim_table(console, runs: list[dict], categories: list[str]) -> None:
+    from rich.table import Table
+
+    table = Table("category", "n", box=None, pad_edge=False, title="exact match / edit similarity (%)")
+    for run in runs:
+        table.add_column(f"EM {run['label']}", justify="right")
+    for run in runs:
+        table.add_column(f"ES {run['label']}", justify="right")
+    for category in [*categories, "overall"]:
+        scores = [run["scores"].get(category) for run in runs]
+        if not any(scores):
+            continue
+        n = next(s["n"] for s in scores if s)
+        ems = [f"{100 * s['exact_match']:.1f}" if s else "" for s in scores]
+        ess = [f"{100 * s['edit_similarity']:.1f}" if s else "" for s in scores]
+        table.add_row(f"[bold]{category}[/bold]" if category == "overall" else category, str(n), *ems, *ess)
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------- execution benchmarks
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from finetune.evaluate.humaneval import load_tasks, pass_at_1
+    from finetune.evaluate.sandbox import run_programs
+
+    console = _console()
+    tasks = load_tasks(args.benchmark, limit=args.limit)
+    out = Path(args.out)
+    notes = [f"sandbox: {args.timeout:g}s timeout, {args.memory_mb} MB memory per test"]
+    rows = [{"task_id": t.task_id} for t in tasks]
+    runs: list[dict] = []
+    taken: set[str] = set()
+    started = time.perf_counter()
+    with _progress() as progress:
+        for model, adapter, _ in _models(args) if not args.oracle else [(None, None, "oracle")]:
+            generation: dict = {}
+            if args.oracle:
+                label, completions = _label("oracle", taken), [t.canonical_solution for t in tasks]
+            else:
+                from finetune.complete import Sampling, generate, load_completer
+
+                completer = load_completer(model, adapter, family=args.family, dtype=args.dtype)
+                label = _label(completer.label, taken)
+                prompts = [completer.prompt_ids(t.prompt, t.suffix, "", "python") for t in tasks]
+                task = progress.add_task(f"completing with {label}", total=len(tasks))
+                sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed)
+                results, stats = generate(
+                    completer, prompts, sampling, batch_size=args.batch_size, on_batch=partial(progress.advance, task)
+                )
+                generation = {**stats.to_dict(), "batch_size": args.batch_size}
+                completions = [
+                    truncate(r.text if r else "", "python", t.truncation if args.truncate == "auto" else "none")
+                    for r, t in zip(results, tasks, strict=True)
+                ]
+                del completer
+            test_task = progress.add_task(f"running tests ({label})", total=len(tasks))
+            outcomes = run_programs(
+                [t.program(c) for t, c in zip(tasks, completions, strict=True)],
+                timeout_s=args.timeout,
+                memory_mb=args.memory_mb,
+                on_done=partial(progress.advance, test_task, 1),
+            )
+            passed = [o.passed for o in outcomes]
+            for row, completion, outcome in zip(rows, completions, outcomes, strict=True):
+                row[f"{label}.completion"] = completion
+                row[f"{label}.passed"] = outcome.passed
+                row[f"{label}.reason"] = outcome.reason
+            failures = Counter(o.reason.split(":")[0] for o in outcomes if not o.passed)
+            runs.append(
+                {
+                    "label": label,
+                    "model": model,
+                    "adapter": adapter,
+                    "pass@1": pass_at_1(passed),
+                    "passed": sum(passed),
+                    "total": len(tasks),
+                    "failures": dict(failures.most_common(10)),
+                    "generation": generation,
+                }
+            )
+    seconds = time.perf_counter() - started
+    results = {
+        "kind": "benchmark",
+        "benchmark": str(args.benchmark),
+        "tasks": len(tasks),
+        "pass@1": runs[0]["pass@1"],
+        "seconds": round(seconds, 2),
+        "settings": {**_settings(args), "timeout_s": args.timeout, "memory_mb": args.memory_mb},
+        "runs": runs,
+        "notes": notes,
+    }
+    files = [
+        write_json(out / "results.json", results),
+        write_jsonl(out / "predictions.jsonl", rows),
+        write_atomic(out / "report.md", benchmark_markdown(runs, Path(args.benchmark).name, notes)),
+    ]
+    for run in runs:
+        console.print(f"{run['label']}: pass@1 {100 * run['pass@1']:.1f}% ({run['passed']}/{run['total']} tasks)")
+    console.print(f"done in {seconds:.1f}s; wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------------- CLI
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if bool(args.repo) == bool(args.benchmark):
+        raise UserError("pass exactly one of --repo DIR (held-out FIM items) or --benchmark FILE (infilling tests)")
+    if not args.oracle and not args.model and not args.adapter:
+        raise UserError("pass --model DIR (and --adapter RUN_DIR for a LoRA run), or --oracle to check the benchmark")
+    if args.plot and args.benchmark:
+        raise UserError("--plot draws per-category FIM scores: use it with --repo")
+    for name in ("batch_size", "max_new_tokens", "per_category", "context_chars", "memory_mb"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.timeout <= 0:
+        raise UserError("--timeout must be positive (seconds)")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UserError("--plot needs matplotlib: pip install 'finetune[plot]' (or leave out --plot)") from None
+    return run_benchmark(args) if args.benchmark else run_fim(args)
+
+
+def add_eval_parser(sub) -> None:
+    """Register `finetune eval`."""
+    from finetune.complete import add_model_arguments, add_sampling_arguments
+
+    p = sub.add_parser("eval", help="score completions on held-out files (FIM) or an infilling benchmark (tests)")
+    add_model_arguments(p, required=False)
+    p.add_argument("--repo", help="repository: held-out FIM items in aiXcoder's categories")
+    p.add_argument("--benchmark", help="HumanEval-infilling JSONL(.gz): generate, run the tests, report pass@1")
+    p.add_argument("--compare", metavar="BASE_MODEL", help="also evaluate this base model on the same items")
+    p.add_argument("--out", required=True, help="output folder for results.json, report.md, predictions.jsonl")
+    p.add_argument("--split", help="split.json of the training run (default: the adapter's or model's)")
+    p.add_argument("--oracle", action="store_true", help="score the reference solutions (checks the benchmark)")
+    p.add_argument("--plot", action="store_true", help="also draw scores.png (needs matplotlib)")
+    p.add_argument("--categories", help=f"comma-separated subset of: {','.join(CATEGORIES)}")
+    p.add_argument("--per-category", type=int, default=20, help="items per category at most")
+    p.add_argument("--context-chars", type=int, default=4000, help="characters of prefix + middle + suffix at most")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
+    p.add_argument("--limit", type=int, help="benchmark: only the first N tasks")
+    p.add_argument("--truncate", choices=["auto", "none"], default="auto", help="benchmark: single-line tasks keep one line")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per benchmark test")
+    p.add_argument("--memory-mb", type=int, default=1024, help="memory limit per benchmark test")
+    add_sampling_arguments(p, max_new_tokens=128)
+    p.set_defaults(func=cmd_eval)
