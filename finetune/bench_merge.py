@@ -32,7 +32,7 @@ def build_base(directory: Path, args: argparse.Namespace) -> None:
         dtype="bfloat16",
     )
     with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(config).to(torch.bfloat16)  # allocate bf16 only: fp32 first would double the RAM
     model.to_empty(device="cpu")
     torch.manual_seed(0)
     with torch.no_grad():
