@@ -384,11 +384,17 @@ def cmd_complete(args: argparse.Namespace) -> int:
         raise UserError("--max-new-tokens must be at least 1")
     completer = load_completer(args.model, args.adapter, family=args.family, dtype=args.dtype)
     spm = {"spm": True, "psm": False, "auto": None}[args.order]
-    prompt = completer.prompt_ids(prefix, suffix, path, language, spm)
-    if completer.max_positions is not None and len(prompt) >= completer.max_positions:
-        raise UserError(
-            f"the prompt has {len(prompt)} tokens but the model takes at most {completer.max_positions}: "
-            "complete a smaller file or pass --prefix-file/--suffix-file with less context"
+    budget = args.context_tokens or (
+        completer.max_positions - args.max_new_tokens if completer.max_positions is not None else None
+    )
+    if budget is not None and budget < 16:
+        raise UserError(f"no room for a prompt: lower --max-new-tokens (the model takes {completer.max_positions})")
+    prompt, kept_prefix, kept_suffix = fit_context(completer, prefix, suffix, path, language, spm, budget)
+    if (kept_prefix, kept_suffix) != (prefix, suffix):
+        print(
+            f"context trimmed to fit {budget} tokens: {kept_prefix.count(chr(10))} of {prefix.count(chr(10))} lines "
+            f"before the cursor, {kept_suffix.count(chr(10))} of {suffix.count(chr(10))} after",
+            file=sys.stderr,
         )
     sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed)
     results, stats = generate(completer, [prompt], sampling)
@@ -408,6 +414,34 @@ def cmd_complete(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def fit_context(
+    completer: Completer, prefix: str, suffix: str, path: str, language: str, spm: bool | None, budget: int | None
+) -> tuple[list[int], str, str]:
+    """The prompt ids, trimmed to `budget` tokens by keeping the lines nearest the cursor (as editor plugins do).
+
+    The prefix keeps its last lines and the suffix its first, both shrunk in proportion until the prompt fits; the
+    line the cursor is on is never cut.
+    """
+    prompt = completer.prompt_ids(prefix, suffix, path, language, spm)
+    kept_prefix, kept_suffix = prefix, suffix
+    while budget is not None and len(prompt) > budget:
+        ratio = 0.9 * budget / len(prompt)
+        head = kept_prefix[len(kept_prefix) - int(len(kept_prefix) * ratio) :]
+        tail = kept_suffix[: int(len(kept_suffix) * ratio)]
+        cursor_line_start = prefix.rfind("\n") + 1
+        head = head[head.find("\n") + 1 :] if len(head) > len(prefix) - cursor_line_start else prefix[cursor_line_start:]
+        first_line_end = suffix.find("\n") + 1 or len(suffix)
+        tail = tail[: tail.rfind("\n") + 1] if len(tail) > first_line_end else suffix[:first_line_end]
+        if (head, tail) == (kept_prefix, kept_suffix):
+            raise UserError(
+                f"the prompt needs {len(prompt)} tokens even with only the cursor's line, but {budget} fit: "
+                "lower --max-new-tokens or raise --context-tokens"
+            )
+        kept_prefix, kept_suffix = head, tail
+        prompt = completer.prompt_ids(kept_prefix, kept_suffix, path, language, spm)
+    return prompt, kept_prefix, kept_suffix
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -439,5 +473,11 @@ def add_complete_parser(sub) -> None:
     p.add_argument("--language", help="language id for the header and --truncate (default: from the path)")
     p.add_argument("--order", choices=["auto", "psm", "spm"], default="auto", help="FIM order (auto: the family's)")
     p.add_argument("--truncate", choices=[m for m in MODES if m != "none"], help="cut the middle after one unit")
+    p.add_argument(
+        "--context-tokens",
+        type=int,
+        help="prompt budget; longer prompts keep the lines nearest the cursor (default: the model's positions "
+        "minus --max-new-tokens)",
+    )
     add_sampling_arguments(p, max_new_tokens=128)
     p.set_defaults(func=cmd_complete)

@@ -93,3 +93,20 @@ def test_batched_generation_on_gpu(tiny_model_dir: Path) -> None:
     batched, stats = generate(completer, prompts, Sampling(max_new_tokens=16), batch_size=4)
     alone = [generate(completer, [p], Sampling(max_new_tokens=16))[0][0] for p in prompts]
     assert [g.ids for g in batched] == [g.ids for g in alone] and stats.tokens_per_second > 0
+
+
+def test_long_files_keep_the_lines_nearest_the_cursor(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "long.py"
+    lines = [f"value_{i} = {i}\n" for i in range(400)]
+    source.write_text("".join(lines))
+    code = main(["complete", "--model", str(tiny_model_dir), "--file", str(source), "--cursor", "200:1",
+                 "--max-new-tokens", "4", "--context-tokens", "120"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "context trimmed to fit 120 tokens" in err
+    prompt_tokens = int(err.split("] ")[1].split(" prompt tokens")[0])
+    assert 60 < prompt_tokens <= 120  # trimmed to the budget, not to nothing
+    kept, total = (int(x) for x in err.split("tokens: ")[1].split(" lines before")[0].split(" of "))
+    assert 0 < kept < total == 199
+    kept_after, total_after = (int(x) for x in err.split("cursor, ")[1].split(" after")[0].split(" of "))
+    assert 0 < kept_after < total_after == 201
