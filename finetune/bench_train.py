@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from finetune.collate import count_tokens
+from finetune.collate import TokenCounter
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched against the device name.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
@@ -80,20 +80,12 @@ class StepMeter(TrainerCallback):
 
     def __init__(self) -> None:
         self.steps: list[tuple[float, int, int]] = []  # (seconds, real tokens, all positions)
-        self.documents = 0
-        self._real = self._total = 0
+        self.tokens = TokenCounter()
+        self._counted = (0, 0)  # the counter's (real, total) at the end of the previous step
         self._start = 0.0
-        self._handle = None
-
-    def _count(self, module, args, kwargs) -> None:
-        if module.training and "input_ids" in kwargs:
-            real, total, documents = count_tokens(kwargs)
-            self._real += real
-            self._total += total
-            self.documents += documents
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._handle = model.register_forward_pre_hook(self._count, with_kwargs=True)
+        self.tokens.attach(model)
 
     def on_step_begin(self, args, state, control, **kwargs):
         _sync()
@@ -101,12 +93,12 @@ class StepMeter(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         _sync()
-        self.steps.append((time.perf_counter() - self._start, self._real, self._total))
-        self._real = self._total = 0
+        real, total = self.tokens.real, self.tokens.total
+        self.steps.append((time.perf_counter() - self._start, real - self._counted[0], total - self._counted[1]))
+        self._counted = (real, total)
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self._handle is not None:
-            self._handle.remove()
+        self.tokens.detach()
 
 
 def _sync() -> None:
@@ -152,7 +144,7 @@ def summarize(
     real = sum(r for _, r, _ in measured)
     total = sum(t for _, _, t in measured)
     params, layers, hidden = model_shape(model)
-    mean_doc = (sum(r for _, r, _ in meter.steps) / meter.documents) if meter.documents else 0.0
+    mean_doc = (sum(r for _, r, _ in meter.steps) / meter.tokens.documents) if meter.tokens.documents else 0.0
     tokens_per_second = real / seconds if seconds else 0.0
     device = _device_name()
     peak = _peak_tflops(device)

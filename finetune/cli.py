@@ -101,7 +101,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
     from rich.panel import Panel
 
-    from finetune.data.build import ContextPlan, make_recipe_samples, sequence_chars, split_documents
+    from finetune.data.build import ContextPlan, encode_sample, make_recipe_samples, sequence_chars, split_documents
     from finetune.data.context import ContextSample
     from finetune.data.inspect import sample_kind, token_view
     from finetune.data.mixture import SftData
@@ -116,7 +116,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     docs, _ = load_data_documents(recipe.data)
     train_docs, _ = split_documents(docs, recipe.data.eval_split, recipe.seed)
     max_chars = min(args.max_chars, sequence_chars(recipe, encoder, docs))
-    plan = ContextPlan.from_recipe(recipe, encoder, docs, train_docs, max_chars)
+    plan = ContextPlan.from_recipe(recipe, encoder, docs, train_docs)
     items = make_recipe_samples(recipe, train_docs, plan, seed=recipe.seed, max_chars=max_chars, stats=Counter())
     sft = SftData.load(recipe, encoder.tokenizer, family)  # instruction sources, shuffled in as training sees them
     items = sft.mix(items, recipe.seed) if sft else items
@@ -136,10 +136,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
         kind = sample_kind(sample)
         if wanted and kind not in wanted:
             continue
-        if isinstance(item, ContextSample):
-            row = encoder.encode_in_context(sample, item.context, item.lead)
-        else:
-            row = encoder.encode(sample)
+        _, row = encode_sample(encoder, item)
         in_loss = sum(label != -100 for label in row["labels"])
         title = f"{sample.path}  ({kind}{', ' + sample.node_type if sample.node_type else ''}"
         title += f", {'spm' if sample.spm else 'psm'})" if sample.mode == "fim" else ")"

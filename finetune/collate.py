@@ -68,3 +68,28 @@ def count_tokens(inputs: dict[str, Any]) -> tuple[int, int, int]:
     last_nonzero = length - 1 - (~starts).flip(-1).int().argmax(-1)
     pads = torch.where(has_nonzero, length - 1 - last_nonzero, torch.full_like(last_nonzero, length))
     return total - int(pads.sum()), total, int(starts.sum()) - int(pads.sum())
+
+
+class TokenCounter:
+    """Counts what the model's training forwards receive (`count_tokens`), through a forward pre-hook, so the
+    metrics and the benchmark count real tokens the same way in every batch layout."""
+
+    def __init__(self) -> None:
+        self.real = self.total = self.documents = 0
+        self._handle = None
+
+    def attach(self, model) -> None:
+        if self._handle is None:
+            self._handle = model.register_forward_pre_hook(self.count, with_kwargs=True)
+
+    def detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def count(self, module, args, kwargs) -> None:
+        if module.training and "input_ids" in kwargs:
+            real, total, documents = count_tokens(kwargs)
+            self.real += real
+            self.total += total
+            self.documents += documents

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from finetune.collate import count_tokens, packed_rows_collator, packing_layout
+from finetune.collate import TokenCounter, packed_rows_collator, packing_layout
 from finetune.consolidate import save_final_model
 from finetune.data.build import PreparedData
 from finetune.data.cache import prepare_cached
@@ -46,29 +46,22 @@ class MetricsCallback(TrainerCallback):
     def __init__(self, path: Path):
         self.path = path
         self.history: list[dict[str, Any]] = []
-        self.tokens = 0
+        self.tokens = TokenCounter()
         self._last: tuple[float, int] | None = None
-        self._hook = None
-
-    def _count(self, module, args, kwargs) -> None:
-        if module.training and "input_ids" in kwargs:
-            self.tokens += count_tokens(kwargs)[0]
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._last = (time.perf_counter(), 0)
-        if model is not None and self._hook is None:
-            self._hook = model.register_forward_pre_hook(self._count, with_kwargs=True)
+        if model is not None:
+            self.tokens.attach(model)
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        self.tokens.detach()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None:
             return
         now = time.perf_counter()
-        tokens = self.tokens * max(1, args.world_size)
+        tokens = self.tokens.real * max(1, args.world_size)
         if "loss" in logs and self._last is not None:
             then, seen = self._last
             logs["tokens_seen"] = tokens

@@ -63,13 +63,13 @@ def test_meter_counts_only_real_tokens_and_skips_the_warmup() -> None:
 
     probe = Probe()
     # step 1 (warm-up): 6 positions, 6 real; step 2: 2 rows of 4 with 3 padded positions
-    meter._count(probe, (), {"input_ids": torch.ones(1, 6, dtype=torch.long), "position_ids": torch.tensor([[0, 1, 2, 0, 1, 2]])})
+    meter.tokens.count(probe, (), {"input_ids": torch.ones(1, 6, dtype=torch.long), "position_ids": torch.tensor([[0, 1, 2, 0, 1, 2]])})
     meter.on_step_end(None, None, None)
     mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])
-    meter._count(probe, (), {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": mask})
+    meter.tokens.count(probe, (), {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": mask})
     meter.on_step_end(None, None, None)
     assert [(real, total) for _, real, total in meter.steps] == [(6, 6), (5, 8)]
-    assert meter.documents == 4  # two packed documents, then two padded rows
+    assert meter.tokens.documents == 4  # two packed documents, then two padded rows
 
     class Tiny(torch.nn.Module):
         def __init__(self) -> None:

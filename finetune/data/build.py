@@ -84,6 +84,13 @@ def chars_per_token(encoder: SampleEncoder, documents: list[Document], budget: i
     return max(1.0, len(text) / max(1, n_tokens))
 
 
+def encode_sample(encoder: SampleEncoder, item: Sample | ContextSample) -> tuple[Sample, dict[str, list[int]]]:
+    """The sample and its ids and labels, with its repository context in front when it has one."""
+    if isinstance(item, ContextSample):
+        return item.sample, encoder.encode_in_context(item.sample, item.context, item.lead)
+    return item, encoder.encode(item)
+
+
 def encode_samples(
     samples: list[Sample | ContextSample | Conversation],
     encoder: SampleEncoder,
@@ -105,11 +112,8 @@ def encode_samples(
                 labels.append(chat_row.labels)
                 stats["chat_samples"] += 1
             continue
-        if isinstance(item, ContextSample):
-            sample, row = item.sample, encoder.encode_in_context(item.sample, item.context, item.lead)
-            stats["with_context"] += bool(item.context_chars)
-        else:
-            sample, row = item, encoder.encode(item)
+        sample, row = encode_sample(encoder, item)
+        stats["with_context"] += isinstance(item, ContextSample) and bool(item.context_chars)
         if len(row["input_ids"]) <= max_length:
             input_ids.append(row["input_ids"])
             labels.append(row["labels"])
@@ -148,7 +152,7 @@ class ContextPlan:
 
     @classmethod
     def from_recipe(
-        cls, recipe: Recipe, encoder: SampleEncoder, documents: list[Document], train_docs: list[Document], chars: int
+        cls, recipe: Recipe, encoder: SampleEncoder, documents: list[Document], train_docs: list[Document]
     ) -> ContextPlan | None:
         context = recipe.data.context
         if not context.retrieval and not context.neighbors:
@@ -194,7 +198,7 @@ def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
     documents, ingest = load_data_documents(recipe.data)
     train_docs, eval_docs = split_documents(documents, recipe.data.eval_split, recipe.seed)
     max_chars = sequence_chars(recipe, encoder, documents)
-    plan = ContextPlan.from_recipe(recipe, encoder, documents, train_docs, max_chars)
+    plan = ContextPlan.from_recipe(recipe, encoder, documents, train_docs)
     stats: Counter[str] = Counter()
 
     def transform(docs: list[Document], seed: int, counts: Counter[str]) -> list[Sample | ContextSample]:

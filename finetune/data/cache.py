@@ -18,6 +18,7 @@ from datasets import load_from_disk
 
 import finetune
 from finetune.data.build import PreparedData
+from finetune.data.mixture import has_instructions
 from finetune.recipe import Recipe
 
 
@@ -55,7 +56,7 @@ def cache_key(recipe: Recipe, family: str, tokenizer) -> str:
         "special": sorted(tokenizer.get_added_vocab().items()),
         "inputs": [_source_fingerprint(source.path) for source in recipe.data.sources],
     }
-    if any(source.type == "instructions" for source in recipe.data.sources):
+    if has_instructions(recipe.data):
         # the chat template (set on the tokenizer by load_encoder) and the benchmarks shape the SFT samples too
         material["chat_template"] = getattr(tokenizer, "chat_template", None)
         material["benchmarks"] = [_source_fingerprint(p) for p in recipe.data.sft.decontaminate.benchmarks]
