@@ -1,6 +1,6 @@
 """finetune: fine-tune code LLMs on your own repositories."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 import logging as _logging
 

@@ -36,15 +36,21 @@ from finetune.collate import TokenCounter
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched against the device name.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
 
+# The reference aiXcoder script as it runs: QLoRA r=8 (PEFT's default alpha 8, no dropout) on all linear layers, no
+# packing, paged 8-bit AdamW, 1024 tokens, TrainingArguments' default of no gradient checkpointing, and the fp32
+# upcast that the SFTTrainer of its day applied to 4-bit models. Batch shape and data stay the recipe's: same job.
 REFERENCE_OVERRIDES = [
     "method=qlora",
     "adapter.r=8",
-    "adapter.alpha=16",
+    "adapter.alpha=8",
+    "adapter.dropout=0",
     "adapter.target_modules=all-linear",
+    "quantization.fp32_norms=true",
     "data.packing=false",
     "data.max_length=1024",
     "model.attn_implementation=sdpa",
     "training.optim=paged_adamw_8bit",
+    "training.gradient_checkpointing=false",
     "training.liger=false",
 ]
 

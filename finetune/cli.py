@@ -189,9 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--mode", choices=["structured", "random", "plain", "chat"], help="only samples of this kind")
     inspect.add_argument("--max-chars", type=int, default=4000, help="window size for long files")
     inspect.set_defaults(func=cmd_data_inspect)
+    from finetune.data.cache_command import add_cache_parser
     from finetune.data.sft_command import add_sft_parser
 
     add_sft_parser(data_sub)
+    add_cache_parser(sub)
 
     from finetune.merge import add_merge_parser
 

@@ -252,6 +252,16 @@ def check_plan(plan: LaunchPlan, recipe, cuda_devices: int | None = None) -> Non
         )
     if plan.engine == "deepspeed":
         _check_deepspeed(plan, recipe)
+    if plan.zero_stage == 3 and recipe.method != "full" and recipe.training.gradient_checkpointing == "selective":
+        raise UserError(
+            "training.gradient_checkpointing=selective needs non-reentrant checkpointing, which adapters under ZeRO-3 "
+            "cannot use: set training.gradient_checkpointing=true, or use FSDP (recipes/accelerate/fsdp2.yaml)"
+        )
+    if plan.shards_parameters and recipe.quantization.fp32_norms:
+        raise UserError(
+            f"quantization.fp32_norms mixes fp32 and bf16 parameters, which {plan.source} cannot shard: remove it "
+            "(it exists to reproduce the reference script on one GPU)"
+        )
     if plan.shards_parameters and recipe.method == "qlora":
         runtime = resolve_runtime(recipe)
         compute = recipe.quantization.compute_dtype

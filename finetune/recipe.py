@@ -71,6 +71,11 @@ class QuantizationSection(Section):
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit storage type for QLoRA.")
     double_quant: bool = Field(True, description="Quantize the quantization constants too (saves ~0.4 bit/param).")
     compute_dtype: Precision = Field("auto", description="Matmul dtype for 4-bit layers; 'auto' follows model.dtype.")
+    fp32_norms: bool = Field(
+        False,
+        description="Keep the norm layers in fp32, as TRL 0.7's SFTTrainer (which the reference aiXcoder script pins) "
+        "did to bf16 QLoRA models: every hidden state after a norm becomes fp32; slower, more memory.",
+    )
 
 
 def _document_weight(value: float) -> float:
@@ -290,8 +295,22 @@ class TrainingSection(Section):
         "auto",
         description="Optimizer name for transformers; 'auto' = paged_adamw_8bit for QLoRA on GPU, else adamw_torch.",
     )
-    gradient_checkpointing: bool | Literal["auto"] = Field(
-        "auto", description="Recompute activations to save memory; 'auto' = on for GPUs, off on CPU."
+    gradient_checkpointing: bool | Literal["auto", "selective"] = Field(
+        "auto",
+        description="Recompute activations in the backward pass to save memory: true = the whole layer; 'selective' "
+        "= keep each layer's attention output and recompute the rest (TRL's selective checkpointing: faster at long "
+        "sequences, one hidden-size tensor more per layer); 'auto' = true on GPUs, off on CPU.",
+    )
+    checkpoint_every_n_layers: int = Field(
+        1,
+        ge=1,
+        description="With checkpointing on, checkpoint only every N-th decoder layer; the others keep their "
+        "activations (faster, more memory; transformers >= 5.24).",
+    )
+    offload_activations: bool = Field(
+        False,
+        description="With checkpointing on, hold the activations kept for recomputation in pinned CPU memory (frees "
+        "layers x tokens x hidden of GPU memory at long sequences; slower; transformers >= 5.24).",
     )
     liger: bool | Literal["auto"] = Field(
         "auto",
@@ -335,6 +354,8 @@ class Recipe(Section):
     def _check_combinations(self) -> Recipe:
         if self.overwrite and self.resume:
             raise ValueError("overwrite and resume contradict each other: set only one of them")
+        if self.quantization.fp32_norms and self.method != "qlora":
+            raise ValueError("quantization.fp32_norms applies to method=qlora only: remove it or set method=qlora")
         return self
 
 

@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,6 @@ def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_e
     from trl import SFTConfig
 
     t = recipe.training
-    checkpointing = runtime.use_cuda if t.gradient_checkpointing == "auto" else t.gradient_checkpointing
     optim = t.optim
     if optim == "auto":
         optim = "paged_adamw_8bit" if recipe.method == "qlora" and runtime.use_cuda else "adamw_torch"
@@ -130,8 +129,7 @@ def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_e
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         optim=optim,
-        gradient_checkpointing=checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        **checkpointing_arguments(SFTConfig, t, runtime),
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_steps=t.save_steps,
@@ -153,6 +151,37 @@ def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_e
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
+
+
+def checkpointing_arguments(config_class, training, runtime: Runtime) -> dict:
+    """Activation checkpointing as `SFTConfig` keywords: on/off, selective, every N layers, offloaded.
+
+    transformers 5.24 renamed gradient_checkpointing to activation_checkpointing (the old name warns) and added
+    `every_n_layers` and `offload`; TRL reads the `selective` key. Options the run cannot honour are refused here,
+    before any model is loaded, rather than silently ignored.
+    """
+    choice = training.gradient_checkpointing
+    enabled = runtime.use_cuda if choice == "auto" else choice is not False
+    extras = {"every_n_layers": training.checkpoint_every_n_layers} if training.checkpoint_every_n_layers > 1 else {}
+    if training.offload_activations:
+        extras["offload"] = True
+    if extras and not enabled:
+        why = " ('auto' is off on CPU)" if choice == "auto" else ""
+        raise UserError(
+            f"training.{'checkpoint_every_n_layers' if 'every_n_layers' in extras else 'offload_activations'} needs "
+            f"activation checkpointing, which is off{why}: set training.gradient_checkpointing=true or remove it"
+        )
+    known = {f.name for f in fields(config_class)}
+    name = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+    if extras and name == "gradient_checkpointing":
+        import transformers
+
+        raise UserError(
+            f"training.checkpoint_every_n_layers and training.offload_activations need transformers >= 5.24 "
+            f"(installed: {transformers.__version__}): pip install -U 'transformers<6', or remove them"
+        )
+    kwargs = {"use_reentrant": False, **extras, **({"selective": True} if choice == "selective" else {})}
+    return {name: enabled, f"{name}_kwargs": kwargs if enabled else None}
 
 
 def use_liger(choice: bool | str, runtime: Runtime) -> bool:
@@ -213,6 +242,9 @@ def run(recipe: Recipe, console=None, callbacks: list | None = None) -> RunSumma
         quantization_config(recipe, runtime)
     check_tracker(recipe.training.report_to)
     use_liger(recipe.training.liger, runtime)
+    from trl import SFTConfig
+
+    checkpointing_arguments(SFTConfig, recipe.training, runtime)  # options it cannot honour fail here, not later
     set_seed(recipe.seed)
     tokenizer, family, added, data, entry, cached = prepare(recipe, state)
     if state.is_main_process:
@@ -282,8 +314,18 @@ def _train(
     args = training_arguments(recipe, runtime, rundir.partial, has_eval=data.eval is not None)
     model = load_model(recipe, runtime, vocab_size=len(tokenizer))
     # No peft.prepare_model_for_kbit_training for QLoRA: it upcasts the norms, embeddings and LM head to fp32, which
-    # turns every hidden state after a norm into fp32 (slower, more memory); TRL readies the
-    # quantized model for gradient checkpointing itself.
+    # turns every hidden state after a norm into fp32 (slower, more memory); TRL readies the quantized model for
+    # gradient checkpointing itself. quantization.fp32_norms restores the norm half of it, for comparisons.
+    if recipe.quantization.fp32_norms:
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.data = param.data.float()
+    if recipe.training.gradient_checkpointing == "selective":
+        # TRL applies its policy to the model it is given, which for adapters is the PEFT wrapper; transformers >= 5.24
+        # only honours it on the transformers model itself, so put it there first (TRL then sees it and skips).
+        from trl.models import enable_selective_activation_checkpointing
+
+        enable_selective_activation_checkpointing(model)
     metrics = MetricsCallback(rundir.partial / "metrics.jsonl")
     layout = packing_layout(recipe.data.packing_layout, model.config._attn_implementation or "sdpa", runtime.use_cuda)
     trainer = SFTTrainer(

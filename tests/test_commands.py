@@ -163,3 +163,34 @@ def test_planted_secrets_never_reach_samples_or_prepared_data(tmp_path: Path, ti
     for secret in SECRET_VALUES:
         assert secret not in written and secret not in decoded, secret
         assert secret[4:12] not in decoded  # not even a fragment
+
+
+def test_cache_list_and_prune_by_last_use(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    import os
+    import time
+
+    cache = tmp_path / "cache"
+    recipe = recipe_file(tmp_path, tiny_model_dir, SAMPLE_REPO, cache)
+    assert main(["prepare", str(recipe)]) == 0
+    [old] = cache.iterdir()
+    assert main(["prepare", str(recipe), "seed=7"]) == 0
+    [recent] = set(cache.iterdir()) - {old}
+    month_ago = time.time() - 30 * 86400
+    os.utime(old / "report.json", (month_ago, month_ago))
+    (cache / f".{old.name}.tmp-crashed").mkdir()  # an interrupted prepare
+    capsys.readouterr()
+
+    assert main(["cache", "list", "--cache-dir", str(cache)]) == 0
+    listing = capsys.readouterr().out
+    assert "3 entries" in listing and "incomplete" in listing and "30.0 days ago" in listing
+    assert "train tokens" in listing
+
+    assert main(["prepare", str(recipe), "seed=7"]) == 0  # reuse marks the entry as used now
+    assert abs((recent / "report.json").stat().st_mtime - time.time()) < 60
+    assert main(["cache", "prune", "--cache-dir", str(cache)]) == 2  # says neither what nor how old
+    assert "--older-than DAYS or --all" in capsys.readouterr().err
+    assert main(["cache", "prune", "--older-than", "7", "--cache-dir", str(cache)]) == 0
+    assert "removed 2 entries" in capsys.readouterr().out
+    assert sorted(cache.iterdir()) == [recent]
+    assert main(["cache", "prune", "--all", "--cache-dir", str(cache)]) == 0
+    assert list(cache.iterdir()) == []

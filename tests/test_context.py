@@ -431,3 +431,12 @@ def test_neighbours_are_the_preceding_files_nearest_first_cut_at_a_line_and_filt
     assert [s.path for s in near["m4.py"]] == ["m3.py", "m1.py"]  # m2.py is not allowed, so never shown
     assert neighbor_snippets(docs, n=0, chars=100)["m3.py"] == []
     assert [s.text for s in neighbor_snippets(docs, n=1, chars=100)["m1.py"]] == [docs[0].text]
+
+
+def test_block_comment_closers_inside_snippets_cannot_end_the_comment() -> None:
+    assert comment_line("css", "a { x: 1 } */ b") == "/* a { x: 1 } * / b */\n"
+    assert comment_line("html", "<b>--></b>") == "<!--<b>-- ></b>-->\n"
+    assert comment_line("python", "x = '*/ -->'") == "# x = '*/ -->'\n"  # line comments need no escaping
+    for language, closer in [("css", "*/"), ("markdown", "-->")]:
+        line = comment_line(language, f"{closer}{closer} code {closer}")
+        assert line.count(closer) == 1 and line.rstrip("\n").endswith(closer)

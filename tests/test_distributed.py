@@ -359,6 +359,16 @@ def test_fsdp_without_gpus_and_mismatched_qlora_storage_are_refused(tmp_path, ti
         check_plan(zero3, qlora, cuda_devices=0)
     zero2 = plan_from_config_file(ROOT / "recipes" / "accelerate" / "zero2.yaml", num_processes=2)
     check_plan(zero2, qlora, cuda_devices=0)  # ZeRO-2 does not shard the weights: any storage dtype works
+    norms = validate_recipe(
+        {**recipe_dict(tmp_path / "run", tiny_model_dir, code_repo, "qlora"), "quantization": {"fp32_norms": True}}
+    )
+    with pytest.raises(UserError, match="fp32_norms mixes fp32 and bf16 parameters"):
+        check_plan(zero3, norms, cuda_devices=0)
+    check_plan(zero2, norms, cuda_devices=0)
+    selective = validate_recipe(recipe_dict(tmp_path / "run", tiny_model_dir, code_repo, gradient_checkpointing="selective"))
+    with pytest.raises(UserError, match="selective needs non-reentrant checkpointing"):
+        check_plan(zero3, selective, cuda_devices=0)
+    check_plan(zero2, selective, cuda_devices=0)
 
 
 def test_train_refuses_a_bad_launch_before_loading_anything(monkeypatch, tmp_path, tiny_model_dir, code_repo) -> None:

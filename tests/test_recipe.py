@@ -98,6 +98,8 @@ def test_missing_required_and_contradiction(recipe_dir: Path) -> None:
         validate_recipe({"model": {"name_or_path": "m"}, "data": {"sources": [{"type": "repo", "path": "."}]}})
     with pytest.raises(UserError, match="overwrite and resume contradict"):
         load_recipe(recipe_dir / "child.yaml", ["overwrite=true", "resume=true"])
+    with pytest.raises(UserError, match="quantization.fp32_norms applies to method=qlora only"):
+        load_recipe(recipe_dir / "child.yaml", ["method=lora", "quantization.fp32_norms=true"])
 
 
 def test_overrides_do_not_mutate_input() -> None:

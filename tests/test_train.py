@@ -238,3 +238,58 @@ def test_packed_rows_keep_documents_apart_without_flattening(tiny_model_dir) -> 
     assert packing_layout("auto", "sdpa", on_gpu=True) == "flatten"
     assert packing_layout("auto", "flash_attention_2", on_gpu=True) == "flatten"
     assert packing_layout("flatten", "sdpa", on_gpu=False) == "flatten"
+
+
+@pytest.mark.parametrize("fp32_norms", [False, True])
+def test_qlora_fp32_norms_is_opt_in(fp32_norms, tmp_path, tiny_model_dir, code_repo) -> None:
+    """bf16 QLoRA keeps its norms in bf16 unless quantization.fp32_norms asks for the reference script's fp32 copy."""
+    recipe = recipe_dict(tmp_path / "run", tiny_model_dir, code_repo, "qlora", max_steps=2)
+    recipe["model"]["dtype"] = "bf16"
+    recipe["quantization"] = {"fp32_norms": fp32_norms}
+    recipe["data"]["eval_split"] = 0
+    model = run(validate_recipe(recipe)).trainer.model
+    norms = {p.dtype for n, p in model.named_parameters() if "norm" in n}
+    assert norms == {torch.float32 if fp32_norms else torch.bfloat16}
+    assert model.get_output_embeddings().weight.dtype == torch.bfloat16
+
+
+def _losses(out: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+@pytest.mark.parametrize(("choice", "every"), [(True, 1), ("selective", 1), (True, 2)])
+def test_checkpointing_choices_train_as_without_it(choice, every, tmp_path, tiny_model_dir, code_repo) -> None:
+    """Full, selective and every-other-layer checkpointing only trade memory for time: the losses stay the same."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    def train(out: Path, **training):
+        recipe = recipe_dict(out, tiny_model_dir, code_repo, max_steps=3, **training)
+        recipe["data"]["eval_split"] = 0
+        return run(validate_recipe(recipe)).trainer.model
+
+    train(tmp_path / "plain", gradient_checkpointing=False)
+    model = train(tmp_path / "checked", gradient_checkpointing=choice, checkpoint_every_n_layers=every)
+    assert _losses(tmp_path / "checked") == pytest.approx(_losses(tmp_path / "plain"), rel=1e-4)
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    assert [layer.gradient_checkpointing for layer in layers] == [i % every == 0 for i in range(len(layers))]
+    policies = {"context_fn" in layer._gradient_checkpointing_func.keywords for layer in layers}
+    assert policies == {choice == "selective"}  # TRL's keep-attention policy reached every checkpointed layer
+
+
+def test_checkpointing_options_that_cannot_apply_are_refused(tmp_path, tiny_model_dir, code_repo) -> None:
+    from finetune.errors import UserError
+    from finetune.model import resolve_runtime
+    from finetune.train import training_arguments
+
+    def arguments(**training):
+        recipe = validate_recipe(recipe_dict(tmp_path / "run", tiny_model_dir, code_repo, **training))
+        return training_arguments(recipe, resolve_runtime(recipe), tmp_path / "run", has_eval=False)
+
+    args = arguments(gradient_checkpointing=True, checkpoint_every_n_layers=2, offload_activations=True)
+    assert args.activation_checkpointing is True
+    assert args.activation_checkpointing_kwargs == {"use_reentrant": False, "every_n_layers": 2, "offload": True}
+    assert arguments(gradient_checkpointing="auto").activation_checkpointing is False  # on CPU
+    with pytest.raises(UserError, match=r"checkpoint_every_n_layers needs activation checkpointing, which is off "):
+        arguments(checkpoint_every_n_layers=2)
+    with pytest.raises(UserError, match="offload_activations needs activation checkpointing"):
+        arguments(gradient_checkpointing=False, offload_activations=True)

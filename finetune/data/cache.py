@@ -7,6 +7,7 @@ Change any of them and the key changes; nothing is ever served stale.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -73,6 +74,8 @@ def load_cached(path: Path) -> PreparedData | None:
     if not report_file.is_file():
         return None
     report = json.loads(report_file.read_text(encoding="utf-8"))
+    with contextlib.suppress(OSError):  # a read-only shared cache still serves
+        report_file.touch()  # its mtime is the entry's last use, for `finetune cache prune --older-than`
     evaluation = load_from_disk(str(path / "eval")) if (path / "eval").is_dir() else None
     return PreparedData(
         train=load_from_disk(str(path / "train")),

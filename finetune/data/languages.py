@@ -98,7 +98,14 @@ def detect_language(path: str, first_line: str = "") -> str | None:
 
 
 def comment_line(language: str, text: str) -> str:
-    """`text` as one comment line (with its newline) in `language`'s syntax; '#' for languages we don't know."""
+    """`text` as one comment line (with its newline) in `language`'s syntax; '#' for languages we don't know.
+
+    In block-comment syntaxes (`/* */`, `<!-- -->`) a closer inside `text` is split with a space, so that a
+    snippet holding one cannot end the comment early and leave the rest of its line as code.
+    """
     spec = LANGUAGES.get(language)
     wrapper = spec.comment if spec else "# {}"
+    closer = wrapper.split("{}")[1].strip()
+    if closer:
+        text = text.replace(closer, f"{closer[:-1]} {closer[-1]}")
     return wrapper.format(text) + "\n"
