@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 
+import finetune
 from finetune.errors import UserError
 
 
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="finetune",
         description="Fine-tune code LLMs on your repositories (FIM, SFT; LoRA, QLoRA, DoRA, full).",
     )
+    parser.add_argument("--version", action="version", version=f"finetune {finetune.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     train = sub.add_parser("train", help="train as a recipe says (also under `accelerate launch -m finetune train`)")

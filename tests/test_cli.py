@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import finetune
 from finetune.cli import main
 
 
@@ -38,7 +39,9 @@ def fails_cleanly(capsys, argv: list[str], expected: str, tmp_path: Path | None 
 def test_help_lists_subcommands() -> None:
     result = subprocess.run([sys.executable, "-m", "finetune", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    assert "train" in result.stdout and "recipe" in result.stdout
+    assert "train" in result.stdout and "recipe" in result.stdout and "cache" in result.stdout
+    version = subprocess.run([sys.executable, "-m", "finetune", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip() == f"finetune {finetune.__version__}"
 
 
 def test_real_exit_status_and_single_line(tmp_path: Path) -> None:
