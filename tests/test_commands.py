@@ -189,6 +189,8 @@ def test_cache_list_and_prune_by_last_use(tmp_path: Path, tiny_model_dir: Path, 
     assert abs((recent / "report.json").stat().st_mtime - time.time()) < 60
     assert main(["cache", "prune", "--cache-dir", str(cache)]) == 2  # says neither what nor how old
     assert "--older-than DAYS or --all" in capsys.readouterr().err
+    assert main(["cache", "prune", "--older-than", "-1", "--cache-dir", str(cache)]) == 2
+    assert "is negative" in capsys.readouterr().err
     assert main(["cache", "prune", "--older-than", "7", "--cache-dir", str(cache)]) == 0
     assert "removed 2 entries" in capsys.readouterr().out
     assert sorted(cache.iterdir()) == [recent]

@@ -79,6 +79,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         return 0
     if args.older_than is None and not args.all:
         raise UserError("cache prune needs --older-than DAYS or --all: say which entries to delete")
+    if args.older_than is not None and args.older_than < 0:
+        raise UserError(f"--older-than {args.older_than:g} is negative: give the age in days (0 or more)")
     removed = prune(cache_dir, args.older_than, args.all)
     print(f"removed {_count(removed)}, {_human(sum(e.bytes for e in removed))}, from {cache_dir}")
     return 0
