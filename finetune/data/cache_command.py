@@ -55,12 +55,14 @@ def prune(cache_dir: Path, older_than_days: float | None, everything: bool) -> l
     return doomed
 
 
-def _human(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+def _human(size: float) -> str:
+    if size < 1024:
+        return f"{size:.0f} B"
+    for unit in ("KB", "MB"):
         size /= 1024
-    return f"{size:.1f} GB"
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1024:.1f} GB"
 
 
 def _count(entries: list[CacheEntry]) -> str:
