@@ -32,6 +32,7 @@ from finetune.merge_load import (
 )
 from finetune.merge_verify import RELATIVE_TOLERANCE, VerifyResult, prompt_ids, verify
 from finetune.outdir import AtomicDir
+from finetune.sizes import directory_bytes
 
 _TOKENIZER_FILES = ("chat_template.jinja", "chat_template.json")
 
@@ -243,10 +244,6 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def _size(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
-
-
 def _record(plan: MergePlan, seconds: float, check: VerifyResult | None) -> dict[str, Any]:
     return {
         "adapters": [{"path": str(a.path.resolve()), "kind": a.kind, "r": a.rank} for a in plan.adapters],
@@ -303,10 +300,10 @@ def _print_summary(console, plan: MergePlan, final: Path, check: VerifyResult | 
         shards = len(list(final.glob("*.safetensors")))
         console.print(
             f"merged {kinds} into {plan.base.name} ({plan.describe_base(plan.merge_mode)}): "
-            f"{_dtype_name(plan.dtype)}, {shards} safetensors shard(s), {_size(final) / 2**20:.1f} MiB"
+            f"{_dtype_name(plan.dtype)}, {shards} safetensors shard(s), {directory_bytes(final) / 2**20:.1f} MiB"
         )
     else:
-        console.print(f"wrote one adapter for {plan.base.name} ({_size(final) / 2**20:.1f} MiB)")
+        console.print(f"wrote one adapter for {plan.base.name} ({directory_bytes(final) / 2**20:.1f} MiB)")
     if check is not None:
         console.print(check.line())
         if not check.passed:

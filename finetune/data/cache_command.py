@@ -15,6 +15,7 @@ from pathlib import Path
 
 from finetune.data.cache import default_cache_dir
 from finetune.errors import UserError
+from finetune.sizes import directory_bytes, human_bytes
 
 
 @dataclass
@@ -23,10 +24,6 @@ class CacheEntry:
     bytes: int
     last_used: float  # seconds since the epoch
     tokens: int | None  # training tokens; None: an incomplete entry (an interrupted `prepare`)
-
-
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def scan(cache_dir: Path) -> list[CacheEntry]:
@@ -42,7 +39,7 @@ def scan(cache_dir: Path) -> list[CacheEntry]:
         if report.is_file() and not path.name.startswith("."):
             tokens = int(json.loads(report.read_text(encoding="utf-8")).get("samples", {}).get("tokens", 0))
         last_used = (report if report.is_file() else path).stat().st_mtime
-        entries.append(CacheEntry(path, _size(path), last_used, tokens))
+        entries.append(CacheEntry(path, directory_bytes(path), last_used, tokens))
     return sorted(entries, key=lambda e: e.last_used)
 
 
@@ -53,16 +50,6 @@ def prune(cache_dir: Path, older_than_days: float | None, everything: bool) -> l
     for entry in doomed:
         shutil.rmtree(entry.path, ignore_errors=True)
     return doomed
-
-
-def _human(size: float) -> str:
-    if size < 1024:
-        return f"{size:.0f} B"
-    for unit in ("KB", "MB"):
-        size /= 1024
-        if size < 1024:
-            return f"{size:.1f} {unit}"
-    return f"{size / 1024:.1f} GB"
 
 
 def _count(entries: list[CacheEntry]) -> str:
@@ -76,15 +63,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
         for e in entries:
             age = (time.time() - e.last_used) / 86400
             what = f"{e.tokens:,} train tokens" if e.tokens is not None else "incomplete"
-            print(f"{e.path.name}  {_human(e.bytes):>9}  last used {age:5.1f} days ago  {what}")
-        print(f"{_count(entries)}, {_human(sum(e.bytes for e in entries))} in {cache_dir}")
+            print(f"{e.path.name}  {human_bytes(e.bytes):>9}  last used {age:5.1f} days ago  {what}")
+        print(f"{_count(entries)}, {human_bytes(sum(e.bytes for e in entries))} in {cache_dir}")
         return 0
     if args.older_than is None and not args.all:
         raise UserError("cache prune needs --older-than DAYS or --all: say which entries to delete")
     if args.older_than is not None and args.older_than < 0:
         raise UserError(f"--older-than {args.older_than:g} is negative: give the age in days (0 or more)")
     removed = prune(cache_dir, args.older_than, args.all)
-    print(f"removed {_count(removed)}, {_human(sum(e.bytes for e in removed))}, from {cache_dir}")
+    print(f"removed {_count(removed)}, {human_bytes(sum(e.bytes for e in removed))}, from {cache_dir}")
     return 0
 
 

@@ -22,6 +22,7 @@ import pathspec
 from finetune.data.languages import LANGUAGES, detect_language
 from finetune.data.sample import Document
 from finetune.errors import UserError
+from finetune.sizes import human_bytes
 
 # Why a file was left out; also the order in which the reasons are checked.
 SKIP_REASONS = (
@@ -208,7 +209,7 @@ class IngestReport:
         """A few short lines for the terminal."""
         lines = [
             f"kept {self.files_kept} of {self.files_seen} files "
-            f"({_human_bytes(self.bytes_kept)} of {_human_bytes(self.bytes_seen)})"
+            f"({human_bytes(self.bytes_kept)} of {human_bytes(self.bytes_seen)})"
         ]
         if self.languages:
             lines.append("languages: " + _counts_text(self.languages))
@@ -228,14 +229,6 @@ def _ordered(counts: Counter[str]) -> dict[str, int]:
 
 def _counts_text(counts: Counter[str]) -> str:
     return ", ".join(f"{name} {count}" for name, count in _ordered(counts).items())
-
-
-def _human_bytes(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    if size < 1024 * 1024:
-        return f"{size / 1024:.1f} KB"
-    return f"{size / (1024 * 1024):.1f} MB"
 
 
 @dataclass(frozen=True)
