@@ -177,7 +177,9 @@ def test_cache_list_and_prune_by_last_use(tmp_path: Path, tiny_model_dir: Path, 
     [recent] = set(cache.iterdir()) - {old}
     month_ago = time.time() - 30 * 86400
     os.utime(old / "report.json", (month_ago, month_ago))
-    (cache / f".{old.name}.tmp-crashed").mkdir()  # an interrupted prepare
+    crashed = cache / f".{old.name}.tmp-crashed"  # an interrupted prepare, a month ago
+    crashed.mkdir()
+    os.utime(crashed, (month_ago, month_ago))
     capsys.readouterr()
 
     assert main(["cache", "list", "--cache-dir", str(cache)]) == 0
@@ -191,8 +193,10 @@ def test_cache_list_and_prune_by_last_use(tmp_path: Path, tiny_model_dir: Path, 
     assert "--older-than DAYS or --all" in capsys.readouterr().err
     assert main(["cache", "prune", "--older-than", "-1", "--cache-dir", str(cache)]) == 2
     assert "is negative" in capsys.readouterr().err
+    writing = cache / f".{recent.name}.tmp-writing"  # a prepare running right now
+    writing.mkdir()
     assert main(["cache", "prune", "--older-than", "7", "--cache-dir", str(cache)]) == 0
     assert "removed 2 entries" in capsys.readouterr().out
-    assert sorted(cache.iterdir()) == [recent]
+    assert sorted(cache.iterdir()) == sorted([recent, writing])
     assert main(["cache", "prune", "--all", "--cache-dir", str(cache)]) == 0
     assert list(cache.iterdir()) == []

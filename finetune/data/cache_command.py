@@ -44,9 +44,12 @@ def scan(cache_dir: Path) -> list[CacheEntry]:
 
 
 def prune(cache_dir: Path, older_than_days: float | None, everything: bool) -> list[CacheEntry]:
-    """Delete entries unused for `older_than_days` (all with `everything`), and incomplete ones; returns them."""
+    """Delete entries unused for `older_than_days` (all with `everything`); returns them.
+
+    Incomplete entries age by their folder's mtime like the others, so a `prepare` still writing is left alone.
+    """
     cutoff = time.time() - (older_than_days or 0) * 86400
-    doomed = [e for e in scan(cache_dir) if everything or e.tokens is None or e.last_used < cutoff]
+    doomed = [e for e in scan(cache_dir) if everything or e.last_used < cutoff]
     for entry in doomed:
         shutil.rmtree(entry.path, ignore_errors=True)
     return doomed
