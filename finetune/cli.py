@@ -8,6 +8,8 @@ import sys
 import warnings
 
 import finetune
+from finetune import cli_args as types
+from finetune.cli_args import Parser
 from finetune.errors import UserError
 
 
@@ -17,10 +19,18 @@ def _console():
     return Console(stderr=False, highlight=False)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _checked_recipe(args: argparse.Namespace):
+    """The command's recipe, validated, with every input path checked: before any heavy import or model load."""
+    from finetune.inputs import check_recipe_inputs
     from finetune.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    check_recipe_inputs(recipe)
+    return recipe
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    recipe = _checked_recipe(args)
     from finetune.train import run
 
     console = _console()
@@ -52,9 +62,7 @@ def cmd_recipe_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from finetune.recipe import load_recipe
-
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = _checked_recipe(args)
     from finetune.train import prepare
 
     console = _console()
@@ -98,6 +106,7 @@ def cmd_data_fim(args: argparse.Namespace) -> int:
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
+    recipe = _checked_recipe(args)
     from collections import Counter
 
     from rich.panel import Panel
@@ -109,10 +118,8 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     from finetune.data.sft import Conversation
     from finetune.data.sft_command import chat_panel
     from finetune.data.sources import load_data_documents
-    from finetune.recipe import load_recipe
     from finetune.train import load_encoder
 
-    recipe = load_recipe(args.recipe, args.overrides)
     _, family, _, encoder = load_encoder(recipe)
     docs, _ = load_data_documents(recipe.data)
     train_docs, _ = split_documents(docs, recipe.data.eval_split, recipe.seed)
@@ -151,7 +158,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="finetune",
         description="Fine-tune code LLMs on your repositories (FIM, SFT; LoRA, QLoRA, DoRA, full).",
     )
@@ -174,22 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="look at the samples a repository or recipe turns into")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     fim = data_sub.add_parser("fim", help="write the FIM samples of a repository as JSON Lines")
-    fim.add_argument("repo", help="repository directory")
+    fim.add_argument("repo", type=types.existing_dir, help="repository directory")
     fim.add_argument("--mode", choices=["structured", "random", "mixed"], default="structured")
     fim.add_argument("--family", help="also write each sample's text in this family's prompt format")
-    fim.add_argument("--seed", type=int, default=42)
-    fim.add_argument("--spm-rate", type=float, default=0.5, help="fraction of samples in SPM order")
-    fim.add_argument("--max-chars", type=int, default=16_000, help="longer files: a window around the middle")
+    fim.add_argument("--seed", type=types.seed, default=42)
+    fim.add_argument("--spm-rate", type=types.fraction, default=0.5, help="fraction of samples in SPM order")
+    fim.add_argument("--max-chars", type=types.positive_int, default=16_000, help="longer files: a window around the middle")
     fim.add_argument("--dedup", choices=["none", "exact", "near"], default="near", help="drop duplicate files")
     fim.add_argument("--keep-secrets", action="store_true", help="do not scrub secrets (they are scrubbed by default)")
-    fim.add_argument("--out", required=True, help="output .jsonl file (written atomically)")
+    fim.add_argument("--out", required=True, type=types.output_file, help="output .jsonl file (written atomically)")
     fim.set_defaults(func=cmd_data_fim)
     inspect = data_sub.add_parser("inspect", help="show a recipe's formatted samples with the loss tokens coloured")
     inspect.add_argument("recipe")
     inspect.add_argument("overrides", nargs="*", metavar="key=value")
-    inspect.add_argument("-n", type=int, default=5, help="how many samples")
+    inspect.add_argument("-n", type=types.positive_int, default=5, help="how many samples")
     inspect.add_argument("--mode", choices=["structured", "random", "plain", "chat"], help="only samples of this kind")
-    inspect.add_argument("--max-chars", type=int, default=4000, help="window size for long files")
+    inspect.add_argument("--max-chars", type=types.positive_int, default=4000, help="window size for long files")
     inspect.set_defaults(func=cmd_data_inspect)
     from finetune.data.cache_command import add_cache_parser
     from finetune.data.sft_command import add_sft_parser
@@ -220,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # transformers 5 renames arguments that TRL still passes; the notices say nothing a user can act on
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or argparse's one-line usage error: a code for callers, not an exception
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except UserError as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finetune import cli_args as types
 from finetune.data.formats import SampleEncoder, detect_family, get_family
 from finetune.errors import UserError
 
@@ -121,7 +122,8 @@ def load_completer(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from finetune.model import check_model_location, keep_cpu_4bit_in_full_precision
+    from finetune.inputs import check_model_location
+    from finetune.model import keep_cpu_4bit_in_full_precision
 
     run_dir = Path(adapter) if adapter else None
     if run_dir is not None and not run_dir.is_dir():
@@ -367,6 +369,8 @@ def _inputs(args: argparse.Namespace) -> tuple[str, str, str]:
     if args.file is None and sys.stdin.isatty():
         raise UserError("nothing to complete: pass --file PATH --cursor LINE:COL, --prefix-file, or pipe the file in")
     text = _read(args.file or "-", "file")
+    if not text.strip():
+        raise UserError(f"nothing to complete: {args.file or 'standard input'} is empty; give code before the cursor")
     if args.cursor is None:
         prefix, suffix = text, ""
     else:
@@ -380,8 +384,6 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
     prefix, suffix, path = _inputs(args)
     language = args.language or (detect_language(path, (prefix + suffix).split("\n", 1)[0]) if path else None) or ""
-    if args.max_new_tokens < 1:
-        raise UserError("--max-new-tokens must be at least 1")
     completer = load_completer(args.model, args.adapter, family=args.family, dtype=args.dtype)
     spm = {"spm": True, "psm": False, "auto": None}[args.order]
     budget = args.context_tokens or (
@@ -446,17 +448,17 @@ def fit_context(
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     parser.add_argument("--model", required=required, help="base model directory (or a full fine-tune's output_dir)")
-    parser.add_argument("--adapter", help="a training run's output_dir holding a LoRA/DoRA adapter or a full model")
+    parser.add_argument("--adapter", type=types.existing_dir, help="a training run's output_dir holding a LoRA/DoRA adapter or a full model")
     parser.add_argument("--family", default="auto", help="prompt family (default: the run's recipe, else detected)")
     parser.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
-    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="most tokens generated")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature)")
-    parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = all)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    parser.add_argument("--max-new-tokens", type=types.positive_int, default=max_new_tokens, help="most tokens generated")
+    parser.add_argument("--temperature", type=types.nonnegative_float, default=0.0, help="0 = greedy (default); > 0 samples")
+    parser.add_argument("--top-p", type=types.open_fraction, default=1.0, help="nucleus sampling mass (with --temperature)")
+    parser.add_argument("--top-k", type=types.nonnegative_int, default=0, help="sample among the k likeliest tokens (0 = all)")
+    parser.add_argument("--seed", type=types.seed, default=None, help="seed for sampling")
 
 
 def add_complete_parser(sub) -> None:
@@ -465,17 +467,17 @@ def add_complete_parser(sub) -> None:
 
     p = sub.add_parser("complete", help="fill in the middle at a cursor with the prompt format the model trained on")
     add_model_arguments(p, required=False)
-    p.add_argument("--file", help="source file ('-' = stdin); without --cursor the cursor is at its end")
+    p.add_argument("--file", type=types.existing_file, help="source file ('-' = stdin); without --cursor the cursor is at its end")
     p.add_argument("--cursor", metavar="LINE:COL", help="where to complete, 1-based line and column")
-    p.add_argument("--prefix-file", help="text before the cursor ('-' = stdin)")
-    p.add_argument("--suffix-file", help="text after the cursor")
+    p.add_argument("--prefix-file", type=types.existing_file, help="text before the cursor ('-' = stdin)")
+    p.add_argument("--suffix-file", type=types.existing_file, help="text after the cursor")
     p.add_argument("--path", help="file path for the family's header (default: --file)")
     p.add_argument("--language", help="language id for the header and --truncate (default: from the path)")
     p.add_argument("--order", choices=["auto", "psm", "spm"], default="auto", help="FIM order (auto: the family's)")
     p.add_argument("--truncate", choices=[m for m in MODES if m != "none"], help="cut the middle after one unit")
     p.add_argument(
         "--context-tokens",
-        type=int,
+        type=types.positive_int,
         help="prompt budget; longer prompts keep the lines nearest the cursor (default: the model's positions "
         "minus --max-new-tokens)",
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from finetune import cli_args as types
 from finetune.errors import UserError
 
 Engine = Literal["single", "ddp", "deepspeed", "fsdp"]
@@ -198,8 +199,11 @@ def plan_from_config_file(
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise UserError(f"Accelerate config {path}{where}: YAML syntax error; fix the YAML there") from None
-    if not isinstance(config, dict):
-        raise UserError(f"Accelerate config {path} must be a mapping of keys to values")
+    if not isinstance(config, dict) or "distributed_type" not in config:
+        raise UserError(
+            f"Accelerate config {path} has no distributed_type: pass a file written by `accelerate config`, "
+            "or one of recipes/accelerate/*.yaml"
+        )
     machines = int(num_machines or config.get("num_machines", 1) or 1)
     world = int(num_processes or config.get("num_processes", 1) or 1)
     base: dict[str, Any] = {
@@ -405,18 +409,20 @@ def add_launch_check_parser(sub) -> None:
         "a missing or malformed DeepSpeed JSON, batch settings that contradict the recipe, FSDP without GPUs, a "
         "quantization the sharding cannot handle. Exit status 0 and the launch command, or one error line and 2.",
     )
-    parser.add_argument("--config_file", "--config-file", dest="config_file", required=True, help="Accelerate config")
-    parser.add_argument("--num_processes", "--num-processes", dest="num_processes", type=int, help="as for accelerate")
-    parser.add_argument("--num_machines", "--num-machines", dest="num_machines", type=int, help="as for accelerate")
+    parser.add_argument("--config_file", "--config-file", dest="config_file", required=True, type=types.existing_file, help="Accelerate config")
+    parser.add_argument("--num_processes", "--num-processes", dest="num_processes", type=types.positive_int, help="as for accelerate")
+    parser.add_argument("--num_machines", "--num-machines", dest="num_machines", type=types.positive_int, help="as for accelerate")
     parser.add_argument("recipe", help="recipe YAML file")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     parser.set_defaults(func=cmd_launch_check)
 
 
 def cmd_launch_check(args) -> int:
+    from finetune.inputs import check_recipe_inputs
     from finetune.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    check_recipe_inputs(recipe)
     plan = plan_from_config_file(args.config_file, args.num_processes, args.num_machines)
     check_plan(plan, recipe)
     t = recipe.training

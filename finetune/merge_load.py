@@ -17,8 +17,9 @@ import torch
 import yaml
 
 from finetune.errors import UserError
+from finetune.inputs import check_model_location
 from finetune.merge import EQUAL_RANK_METHODS
-from finetune.model import Runtime, check_model_location, keep_cpu_4bit_in_full_precision, quantization_config
+from finetune.model import Runtime, keep_cpu_4bit_in_full_precision, quantization_config
 from finetune.recipe import QuantizationSection
 
 BaseMode = Literal["full", "4bit", "dequantized"]

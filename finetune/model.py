@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from finetune.errors import UserError
+from finetune.inputs import check_model_location
 from finetune.launch import built_whole, current_plan_shards_parameters
 from finetune.recipe import Recipe
 
@@ -41,19 +42,6 @@ def resolve_runtime(recipe: Recipe) -> Runtime:
     if use_cuda:
         return Runtime(True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     return Runtime(False, torch.float32)
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
-
-
-def check_model_location(name: str) -> None:
-    """Fail early, in one line, when a local model directory is missing."""
-    path = Path(name).expanduser()
-    if _looks_like_path(name) and not path.is_dir():
-        raise UserError(f"model {name} not found: model.name_or_path must be a model directory or a hub name")
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise UserError(f"model directory {name} has no config.json: point model.name_or_path at a saved model")
 
 
 def load_tokenizer(recipe: Recipe):

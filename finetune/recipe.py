@@ -20,6 +20,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from finetune.errors import UserError
 
+# Upper bounds that no real run reaches; past them a typo (an extra zero, a pasted token count) used to hang or
+# exhaust memory at step 0 instead of failing here.
+MAX_BATCH = 65_536  # sequences per device per step, and micro-batches per optimizer step
+MAX_SEQUENCE_TOKENS = 1_048_576  # tokens per training sequence
+MAX_RANK = 4_096  # a LoRA rank at the hidden size of a 7B model is already full rank
+MAX_SEED = 2**32 - 1  # numpy and torch refuse larger or negative seeds
+
 Family = Literal["auto", "aixcoder", "starcoder", "codellama", "deepseek", "qwen"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
@@ -27,7 +34,8 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 class Section(BaseModel):
     """A recipe section: unknown keys are errors, values are checked on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity pass `gt`/`le` bounds unnoticed and then train on garbage: no recipe number may be either
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):
@@ -53,7 +61,7 @@ class ModelSection(Section):
 
 
 class AdapterSection(Section):
-    r: int = Field(16, gt=0, description="LoRA rank.")
+    r: int = Field(16, gt=0, le=MAX_RANK, description="LoRA rank.")
     alpha: float = Field(32.0, gt=0, description="LoRA alpha (scaling = alpha / r, or alpha / sqrt(r) with rslora).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: list[str] | Literal["all-linear"] = Field(
@@ -204,7 +212,7 @@ class FimCategories(Section):
     arguments: float = Field(0.05, ge=0, description="The arguments of a call, between the parentheses.")
     empty: float = Field(0.05, ge=0, description="Nothing: a zero-length middle between two statements.")
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False)
 
     def weights(self) -> dict[str, float]:
         return self.model_dump(by_alias=True)
@@ -257,7 +265,7 @@ class DataSection(Section):
     loss_on: Literal["all", "middle"] = Field(
         "all", description="Tokens in the loss for FIM samples: the whole sample, or only middle + end token."
     )
-    max_length: int = Field(2048, gt=8, description="Tokens per training sequence (longer documents are split).")
+    max_length: int = Field(2048, gt=8, le=MAX_SEQUENCE_TOKENS, description="Tokens per training sequence (longer documents are split).")
     packing: bool = Field(True, description="Pack samples into full sequences; documents never attend to each other.")
     packing_layout: Literal["auto", "flatten", "rows"] = Field(
         "auto",
@@ -280,15 +288,15 @@ class DataSection(Section):
 
 
 class TrainingSection(Section):
-    batch_size: int = Field(4, gt=0, description="Sequences per device per step.")
-    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    batch_size: int = Field(4, gt=0, le=MAX_BATCH, description="Sequences per device per step.")
+    gradient_accumulation_steps: int = Field(1, gt=0, le=MAX_BATCH, description="Micro-batches per optimizer step.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
     ] = Field("cosine", description="Learning-rate schedule after warmup.")
     warmup: float = Field(0.03, ge=0, description="Warmup: a fraction of all steps if < 1, else a number of steps.")
     epochs: float = Field(1.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = use epochs).")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1 = use epochs).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
     optim: str = Field(
@@ -320,10 +328,22 @@ class TrainingSection(Section):
     torch_compile: bool = Field(False, description="Compile the model with torch.compile (slow first steps).")
     logging_steps: int = Field(10, gt=0, description="Log loss, learning rate and tokens/s every N steps.")
     save_steps: int = Field(500, gt=0, description="Save a checkpoint every N steps.")
-    save_total_limit: int | None = Field(2, description="Keep at most N checkpoints (None = all).")
-    eval_steps: int | None = Field(None, description="Evaluate every N steps (None = at the end only).")
+    save_total_limit: int | None = Field(2, gt=0, description="Keep at most N checkpoints (None = all).")
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps (None = at the end only).")
     report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = Field("none", description="Experiment tracker.")
     dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
+
+
+    @model_validator(mode="after")
+    def _steps_make_sense(self) -> TrainingSection:
+        if self.max_steps == 0:
+            raise ValueError("max_steps=0 trains nothing: give a number of steps above 0, or -1 to use epochs")
+        if self.warmup >= 1 and self.warmup != int(self.warmup):
+            raise ValueError(
+                f"warmup={self.warmup:g}: below 1 it is a fraction of all steps, from 1 on a whole number of "
+                "steps; write e.g. 0.05 or 20"
+            )
+        return self
 
 
 class EvalSection(Section):
@@ -340,7 +360,7 @@ class EvalSection(Section):
 class Recipe(Section):
     output_dir: str = Field(description="Where the adapter/model, tokenizer, recipe and metrics are written.")
     method: Literal["lora", "qlora", "dora", "full"] = Field("lora", description="What is trained.")
-    seed: int = Field(42, description="Seed for data sampling, initialisation and training order.")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed for data sampling, initialisation and training order.")
     overwrite: bool = Field(False, description="Replace an existing output_dir from another run.")
     resume: bool = Field(False, description="Continue from the last checkpoint of this output_dir.")
     model: ModelSection
@@ -363,6 +383,8 @@ class Recipe(Section):
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise UserError(f"recipe {path} is a folder: give a recipe YAML file, e.g. {path / 'lora.yaml'}")
     if not path.is_file():
         raise UserError(f"recipe file {path} not found: check the path (recipes live under recipes/)")
     try:
@@ -481,6 +503,8 @@ def _models_at(loc: tuple[Any, ...]) -> tuple[list[type[BaseModel]], list[str]]:
     models: list[type[BaseModel]] = [Recipe]
     path: list[str] = []
     for part in loc:
+        if isinstance(part, str) and "[" in part:  # pydantic names the union member it tried: not a key
+            continue
         if isinstance(part, int):
             path.append(str(part))
             continue
@@ -528,7 +552,8 @@ def _describe_error(error: dict[str, Any]) -> str:
     if kind == "value_error":
         where = f"{key}: " if path else ""
         return where + error.get("msg", "").removeprefix("Value error, ")
-    return f"{key}={value!r} is not valid: {error.get('msg', kind)}"
+    problem = error.get("msg", kind).replace("Input should be", "it must be")
+    return f"{key}={value!r} is not valid: {problem}"
 
 
 # ------------------------------------------------------------------------------------------------ documentation

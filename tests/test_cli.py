@@ -89,7 +89,7 @@ def test_missing_repository(tmp_path: Path, capsys, tiny_model_dir: Path) -> Non
 def test_repository_is_a_file(tmp_path: Path, capsys, tiny_model_dir: Path) -> None:
     (tmp_path / "file.py").write_text("x = 1\n")
     recipe = write_recipe(tmp_path, str(tiny_model_dir), str(tmp_path / "file.py"))
-    fails_cleanly(capsys, ["train", str(recipe)], "not a directory", tmp_path)
+    fails_cleanly(capsys, ["train", str(recipe)], "must be a folder", tmp_path)
 
 
 def test_repository_without_usable_files(tmp_path: Path, capsys, tiny_model_dir: Path) -> None:

@@ -91,7 +91,7 @@ def test_data_fim_writes_reconstructible_samples(tmp_path: Path) -> None:
 
 def test_data_fim_bad_input(tmp_path: Path, capsys) -> None:
     assert main(["data", "fim", str(tmp_path / "missing"), "--out", str(tmp_path / "x.jsonl")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "missing not found" in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -192,7 +192,7 @@ def test_cache_list_and_prune_by_last_use(tmp_path: Path, tiny_model_dir: Path, 
     assert main(["cache", "prune", "--cache-dir", str(cache)]) == 2  # says neither what nor how old
     assert "--older-than DAYS or --all" in capsys.readouterr().err
     assert main(["cache", "prune", "--older-than", "-1", "--cache-dir", str(cache)]) == 2
-    assert "is negative" in capsys.readouterr().err
+    assert "must be a number, 0 or more" in capsys.readouterr().err
     writing = cache / f".{recent.name}.tmp-writing"  # a prepare running right now
     writing.mkdir()
     assert main(["cache", "prune", "--older-than", "7", "--cache-dir", str(cache)]) == 0

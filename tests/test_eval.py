@@ -265,9 +265,9 @@ def test_eval_oracle_on_a_repo_scores_one(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--oracle"], "exactly one of --repo"),
-        (["--repo", "x", "--benchmark", "y", "--oracle"], "exactly one of --repo"),
+        (["--repo", str(SAMPLE_REPO), "--benchmark", __file__, "--oracle"], "exactly one of --repo"),
         (["--repo", str(SAMPLE_REPO)], "pass --model"),
-        (["--benchmark", "missing.jsonl", "--oracle"], "benchmark file missing.jsonl not found"),
+        (["--benchmark", "missing.jsonl", "--oracle"], "missing.jsonl not found"),
     ],
 )
 def test_eval_bad_arguments_are_one_line(args, message, tmp_path: Path, capsys) -> None:

@@ -331,7 +331,7 @@ def test_unequal_ranks_for_linear(tiny_model_dir, lora_adapter, tmp_path, capsys
         (["--method", "linear", "--density", "0.5"], "--density applies to"),
         (["--weights", "0.5"], "one weight per adapter"),
         (["--weights", "a,b"], "comma-separated"),
-        (["--method", "ties", "--density", "1.5"], "must be in (0, 1]"),
+        (["--method", "ties", "--density", "1.5"], "--density: '1.5' must be"),
     ],
 )
 def test_bad_combination_options(two_adapters, tmp_path, capsys, extra, expected):

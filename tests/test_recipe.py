@@ -58,7 +58,7 @@ def test_resolved_recipe_round_trips(recipe_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("adapter.r=-1", "adapter.r=-1 is not valid: Input should be greater than 0"),
+        ("adapter.r=-1", "adapter.r=-1 is not valid: it must be greater than 0"),
         ("method=lorra", "did you mean 'lora'?"),
         ("modle.dtype=bf16", "unknown key 'modle'; did you mean 'model'?"),
         ("data.sources.0.pathh=x", "did you mean 'path'?"),

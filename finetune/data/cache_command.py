@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from finetune import cli_args as types
 from finetune.data.cache import default_cache_dir
 from finetune.errors import UserError
 from finetune.sizes import directory_bytes, human_bytes
@@ -61,6 +62,8 @@ def _count(entries: list[CacheEntry]) -> str:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise UserError(f"--cache-dir {cache_dir} is a file: give the cache folder")
     if args.cache_command == "list":
         entries = scan(cache_dir)
         for e in entries:
@@ -86,6 +89,6 @@ def add_cache_parser(sub) -> None:
         action = actions.add_parser(name, help=text)
         action.add_argument("--cache-dir", help="the cache folder (default: $FINETUNE_CACHE or ~/.cache/finetune/prepared)")
         if name == "prune":
-            action.add_argument("--older-than", type=float, metavar="DAYS", help="entries not used for DAYS days")
+            action.add_argument("--older-than", type=types.nonnegative_float, metavar="DAYS", help="entries not used for DAYS days")
             action.add_argument("--all", action="store_true", help="every entry")
         action.set_defaults(func=cmd_cache)

@@ -127,7 +127,9 @@ def resolve_template(
             return ChatTemplate("tokenizer", own)
         template = "aixcoder" if family == "aixcoder" else "chatml"
     if template not in TEMPLATES:
-        raise UserError(f"template {template!r} is not valid: choose one of {', '.join(TEMPLATE_NAMES)}")
+        raise UserError(
+            f"template {template!r} is not valid: choose one of {', '.join(TEMPLATE_NAMES)}, or an existing Jinja file"
+        )
     return TEMPLATES[template]
 
 

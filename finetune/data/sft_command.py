@@ -10,6 +10,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from finetune import cli_args as types
 from finetune.errors import UserError
 
 _TINY = Path(__file__).resolve().parents[2] / "data" / "tiny-llama"
@@ -21,7 +22,7 @@ def add_sft_parser(data_sub) -> None:
     from finetune.data.sft import FORMATS
 
     sft = data_sub.add_parser("sft", help="render instruction data with a chat template: text, ids and loss labels")
-    sft.add_argument("file", help="JSONL, JSON or parquet file, or a local `datasets` folder")
+    sft.add_argument("file", type=types.existing_path, help="JSONL, JSON or parquet file, or a local `datasets` folder")
     sft.add_argument("--format", choices=FORMATS, default="auto", help="record shape (default: detected per record)")
     sft.add_argument(
         "--column", action="append", default=[], metavar="NAME=COLUMN",
@@ -33,9 +34,9 @@ def add_sft_parser(data_sub) -> None:
     )
     sft.add_argument("--tokenizer", help=f"model or tokenizer folder (default: the built-in {_TINY.name})")
     sft.add_argument("--system-prompt", help="system prompt for records that have none")
-    sft.add_argument("--max-length", type=int, default=2048, help="tokens per sample; longer prompts are cut first")
+    sft.add_argument("--max-length", type=types.positive_int, default=2048, help="tokens per sample; longer prompts are cut first")
     sft.add_argument("--split", default="train", help="split of a `datasets` folder")
-    sft.add_argument("--out", required=True, help="output .jsonl file (written atomically)")
+    sft.add_argument("--out", required=True, type=types.output_file, help="output .jsonl file (written atomically)")
     sft.set_defaults(func=cmd_data_sft)
 
 

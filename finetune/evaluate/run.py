@@ -11,6 +11,7 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
+from finetune import cli_args as types
 from finetune.errors import UserError
 from finetune.evaluate.items import CATEGORIES, EvalItem, build_items
 from finetune.evaluate.metrics import edit_similarity, exact_match, score_by_category
@@ -302,6 +303,20 @@ def run_benchmark(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------------------- CLI
 
 
+# What an eval writes into --out: a folder holding anything else is someone else's, and is not written into.
+EVAL_FILES = frozenset({"results.json", "report.md", "predictions.jsonl", "scores.png"})
+
+
+def _check_out(out: Path) -> None:
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in EVAL_FILES and not p.name.startswith("."))
+    if foreign:
+        raise UserError(
+            f"--out {out} holds files an eval does not write ({', '.join(foreign[:3])}): choose a new or empty folder"
+        )
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     if bool(args.repo) == bool(args.benchmark):
         raise UserError("pass exactly one of --repo DIR (held-out FIM items) or --benchmark FILE (infilling tests)")
@@ -309,11 +324,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError("pass --model DIR (and --adapter RUN_DIR for a LoRA run), or --oracle to check the benchmark")
     if args.plot and args.benchmark:
         raise UserError("--plot draws per-category FIM scores: use it with --repo")
-    for name in ("batch_size", "max_new_tokens", "per_category", "context_chars", "memory_mb"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.timeout <= 0:
-        raise UserError("--timeout must be positive (seconds)")
+    _check_out(Path(args.out))
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -328,20 +339,20 @@ def add_eval_parser(sub) -> None:
 
     p = sub.add_parser("eval", help="score completions on held-out files (FIM) or an infilling benchmark (tests)")
     add_model_arguments(p, required=False)
-    p.add_argument("--repo", help="repository: held-out FIM items in aiXcoder's categories")
-    p.add_argument("--benchmark", help="HumanEval-infilling JSONL(.gz): generate, run the tests, report pass@1")
+    p.add_argument("--repo", type=types.existing_dir, help="repository: held-out FIM items in aiXcoder's categories")
+    p.add_argument("--benchmark", type=types.existing_file, help="HumanEval-infilling JSONL(.gz): generate, run the tests, report pass@1")
     p.add_argument("--compare", metavar="BASE_MODEL", help="also evaluate this base model on the same items")
-    p.add_argument("--out", required=True, help="output folder for results.json, report.md, predictions.jsonl")
-    p.add_argument("--split", help="split.json of the training run (default: the adapter's or model's)")
+    p.add_argument("--out", required=True, type=types.output_dir, help="output folder for results.json, report.md, predictions.jsonl")
+    p.add_argument("--split", type=types.existing_file, help="split.json of the training run (default: the adapter's or model's)")
     p.add_argument("--oracle", action="store_true", help="score the reference solutions (checks the benchmark)")
     p.add_argument("--plot", action="store_true", help="also draw scores.png (needs matplotlib)")
     p.add_argument("--categories", help=f"comma-separated subset of: {','.join(CATEGORIES)}")
-    p.add_argument("--per-category", type=int, default=20, help="items per category at most")
-    p.add_argument("--context-chars", type=int, default=4000, help="characters of prefix + middle + suffix at most")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
-    p.add_argument("--limit", type=int, help="benchmark: only the first N tasks")
+    p.add_argument("--per-category", type=types.positive_int, default=20, help="items per category at most")
+    p.add_argument("--context-chars", type=types.positive_int, default=4000, help="characters of prefix + middle + suffix at most")
+    p.add_argument("--batch-size", type=types.positive_int, default=8, help="prompts generated together")
+    p.add_argument("--limit", type=types.positive_int, help="benchmark: only the first N tasks")
     p.add_argument("--truncate", choices=["auto", "none"], default="auto", help="benchmark: single-line tasks keep one line")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per benchmark test")
-    p.add_argument("--memory-mb", type=int, default=1024, help="memory limit per benchmark test")
+    p.add_argument("--timeout", type=types.positive_float, default=10.0, help="seconds per benchmark test")
+    p.add_argument("--memory-mb", type=types.positive_int, default=1024, help="memory limit per benchmark test")
     add_sampling_arguments(p, max_new_tokens=128)
     p.set_defaults(func=cmd_eval)
