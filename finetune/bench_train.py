@@ -211,8 +211,9 @@ def bench_plain_trl(recipe_path: str, overrides: list[str], steps: int, warmup: 
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from finetune.model import load_model, lora_config, resolve_runtime
+    from finetune.model import load_model, lora_config
     from finetune.recipe import load_recipe
+    from finetune.runtime import resolve_runtime
     from finetune.train import prepare
 
     _reset_peak()
@@ -220,7 +221,7 @@ def bench_plain_trl(recipe_path: str, overrides: list[str], steps: int, warmup: 
         recipe = load_recipe(
             recipe_path, [*overrides, *_bench_overrides(f"{tmp}/run", steps, warmup), "model.attn_implementation=sdpa"]
         )
-        runtime = resolve_runtime(recipe)
+        runtime = resolve_runtime(recipe.model.dtype)
         tokenizer, _, added, data, _, _ = prepare(recipe)
         model = load_model(recipe, runtime, vocab_size=len(tokenizer))
         t = recipe.training

@@ -95,16 +95,6 @@ def _check_fim_tokens(tokenizer: Any, family: str, what: str) -> None:
         )
 
 
-def _dtype(choice: str, use_cuda: bool) -> torch.dtype:
-    import torch
-
-    if choice == "auto":
-        if use_cuda:
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice]
-
-
 def load_completer(
     model: str | None,
     adapter: str | None = None,
@@ -124,6 +114,7 @@ def load_completer(
 
     from finetune.inputs import check_model_location
     from finetune.model import keep_cpu_4bit_in_full_precision
+    from finetune.runtime import resolve_dtype
 
     run_dir = Path(adapter) if adapter else None
     if run_dir is not None and not run_dir.is_dir():
@@ -147,7 +138,7 @@ def load_completer(
     encoder = SampleEncoder(tokenizer, family)
 
     use_cuda = torch.cuda.is_available()
-    kwargs: dict[str, Any] = {"dtype": _dtype(dtype, use_cuda)}
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, use_cuda)}
     if recipe.get("method") == "qlora" and not full_run:
         kwargs["quantization_config"] = _qlora_config(recipe, kwargs["dtype"])
     if use_cuda:
@@ -176,14 +167,12 @@ def _run_dir_of(model: str) -> Path | None:
 
 def _qlora_config(recipe: dict, dtype: torch.dtype):
     """The run's 4-bit settings (from its recipe.yaml), built by the same code as in training."""
-    from types import SimpleNamespace
-
-    from finetune.model import Runtime, quantization_config
     from finetune.recipe import QuantizationSection
+    from finetune.runtime import Runtime, four_bit_config
 
     raw = recipe.get("quantization") or {}
     section = QuantizationSection.model_validate({k: v for k, v in raw.items() if k in QuantizationSection.model_fields})
-    return quantization_config(SimpleNamespace(quantization=section), Runtime(torch.cuda.is_available(), dtype))
+    return four_bit_config(section, Runtime(torch.cuda.is_available(), dtype))
 
 
 # ------------------------------------------------------------------------------------------------- generation

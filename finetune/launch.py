@@ -241,7 +241,7 @@ def check_plan(plan: LaunchPlan, recipe, cuda_devices: int | None = None) -> Non
     """Raise a one-line `UserError` for the first way the launch and the recipe cannot work together."""
     import torch
 
-    from finetune.model import resolve_runtime
+    from finetune.runtime import resolve_runtime
 
     cuda = torch.cuda.device_count() if cuda_devices is None else cuda_devices
     if plan.engine == "fsdp" and cuda == 0:
@@ -267,7 +267,7 @@ def check_plan(plan: LaunchPlan, recipe, cuda_devices: int | None = None) -> Non
             "(it exists to reproduce the reference script on one GPU)"
         )
     if plan.shards_parameters and recipe.method == "qlora":
-        runtime = resolve_runtime(recipe)
+        runtime = resolve_runtime(recipe.model.dtype)
         compute = recipe.quantization.compute_dtype
         if compute != "auto" and compute != _precision_name(runtime.dtype):
             raise UserError(
@@ -348,9 +348,9 @@ def _ds_number(ds: dict[str, Any], key: str, path: Path | None) -> int | None:
 
 
 def _check_ds_precision(ds: dict[str, Any], path: Path, recipe) -> None:
-    from finetune.model import resolve_runtime
+    from finetune.runtime import resolve_runtime
 
-    runtime = resolve_runtime(recipe)
+    runtime = resolve_runtime(recipe.model.dtype)
     wanted = {"bf16": runtime.bf16, "fp16": runtime.fp16}
     for key, on in wanted.items():
         section = ds.get(key)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -19,11 +18,12 @@ import yaml
 from finetune.errors import UserError
 from finetune.inputs import check_model_location
 from finetune.merge import EQUAL_RANK_METHODS
-from finetune.model import Runtime, keep_cpu_4bit_in_full_precision, quantization_config
+from finetune.model import keep_cpu_4bit_in_full_precision
 from finetune.recipe import QuantizationSection
+from finetune.runtime import DTYPES, Runtime, resolve_dtype
+from finetune.runtime import four_bit_config as build_four_bit_config
 
 BaseMode = Literal["full", "4bit", "dequantized"]
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass
@@ -261,7 +261,7 @@ def _module_size(module: torch.nn.Module, axis: int, vocab_size: int) -> int | N
 def parse_dtype(name: str, base: BaseModel) -> torch.dtype:
     """--dtype; 'auto' keeps the base checkpoint's precision (what its authors serve it in)."""
     if name != "auto":
-        return _DTYPES[name]
+        return DTYPES[name]
     from transformers import AutoConfig
 
     stored = getattr(AutoConfig.from_pretrained(base.path), "dtype", None)
@@ -271,18 +271,14 @@ def parse_dtype(name: str, base: BaseModel) -> torch.dtype:
 
 
 def training_dtype(adapter: AdapterInfo, use_cuda: bool) -> torch.dtype:
-    """The dtype the base was loaded in for training (same rule as `finetune.model.resolve_runtime`)."""
-    if adapter.train_dtype in _DTYPES:
-        return _DTYPES[adapter.train_dtype]
-    if use_cuda:
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    """The dtype the base was loaded in for training (by training's own rule, `finetune.runtime.resolve_dtype`)."""
+    return resolve_dtype(adapter.train_dtype, use_cuda)
 
 
 def four_bit_config(adapter: AdapterInfo, use_cuda: bool, compute_dtype: torch.dtype):
     """The BitsAndBytesConfig training used (so the 4-bit weights are the same), computing in `compute_dtype`."""
     runtime = Runtime(use_cuda=use_cuda, dtype=training_dtype(adapter, use_cuda))
-    config = quantization_config(SimpleNamespace(quantization=adapter.quantization), runtime)  # type: ignore[arg-type]
+    config = build_four_bit_config(adapter.quantization, runtime)
     config.bnb_4bit_compute_dtype = compute_dtype
     return config
 

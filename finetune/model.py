@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,34 +13,7 @@ from finetune.errors import UserError
 from finetune.inputs import check_model_location
 from finetune.launch import built_whole, current_plan_shards_parameters
 from finetune.recipe import Recipe
-
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and in what precision a run computes; chosen once from the recipe and the machine."""
-
-    use_cuda: bool
-    dtype: torch.dtype
-
-    @property
-    def bf16(self) -> bool:
-        return self.use_cuda and self.dtype == torch.bfloat16
-
-    @property
-    def fp16(self) -> bool:
-        return self.use_cuda and self.dtype == torch.float16
-
-
-def resolve_runtime(recipe: Recipe) -> Runtime:
-    """'auto' precision: bf16 on a GPU that has it, fp16 on older GPUs, fp32 on CPU (bf16 autocast is slow there)."""
-    use_cuda = torch.cuda.is_available()
-    if recipe.model.dtype != "auto":
-        return Runtime(use_cuda, _DTYPES[recipe.model.dtype])
-    if use_cuda:
-        return Runtime(True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return Runtime(False, torch.float32)
+from finetune.runtime import Runtime, four_bit_config
 
 
 def load_tokenizer(recipe: Recipe):
@@ -71,25 +43,6 @@ def attention_implementation(recipe: Recipe, runtime: Runtime) -> str:
     return "flash_attention_2" if runtime.use_cuda and has_flash and runtime.dtype != torch.float32 else "sdpa"
 
 
-def quantization_config(recipe: Recipe, runtime: Runtime):
-    """4-bit NF4 settings for QLoRA; storage dtype = compute dtype so ZeRO-3/FSDP can shard the packed weights."""
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise UserError("method=qlora needs bitsandbytes: pip install 'finetune[qlora]' (or use method=lora)") from None
-    from transformers import BitsAndBytesConfig
-
-    q = recipe.quantization
-    compute = runtime.dtype if q.compute_dtype == "auto" else _DTYPES[q.compute_dtype]
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=q.quant_type,
-        bnb_4bit_use_double_quant=q.double_quant,
-        bnb_4bit_compute_dtype=compute,
-        bnb_4bit_quant_storage=compute,
-    )
-
-
 def load_model(recipe: Recipe, runtime: Runtime, vocab_size: int):
     """The base model, quantized for QLoRA, embeddings resized to `vocab_size` when tokens were added."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -103,7 +56,7 @@ def load_model(recipe: Recipe, runtime: Runtime, vocab_size: int):
         "revision": recipe.model.revision,
     }
     if recipe.method == "qlora":
-        kwargs["quantization_config"] = quantization_config(recipe, runtime)
+        kwargs["quantization_config"] = four_bit_config(recipe.quantization, runtime)
         if runtime.use_cuda and not current_plan_shards_parameters():  # ZeRO-3/FSDP place the shards themselves
             kwargs["device_map"] = {"": _local_device_index()}
     try:

@@ -24,16 +24,10 @@ from finetune.data.cache import prepare_cached
 from finetune.data.formats import SampleEncoder, detect_family, ensure_fim_tokens
 from finetune.data.mixture import chat_setup, has_instructions
 from finetune.errors import UserError
-from finetune.model import (
-    Runtime,
-    load_model,
-    load_tokenizer,
-    lora_config,
-    quantization_config,
-    resolve_runtime,
-)
+from finetune.model import load_model, load_tokenizer, lora_config
 from finetune.recipe import Recipe, recipe_to_yaml
 from finetune.rundir import RunDir, last_checkpoint
+from finetune.runtime import Runtime, four_bit_config, resolve_runtime
 
 
 class MetricsCallback(TrainerCallback):
@@ -237,9 +231,9 @@ def run(recipe: Recipe, console=None, callbacks: list | None = None) -> RunSumma
     rundir = RunDir(recipe.output_dir)
     rundir.check(overwrite=recipe.overwrite, resume=recipe.resume)
     state.wait_for_everyone()  # every process has checked before the main one creates anything
-    runtime = resolve_runtime(recipe)
+    runtime = resolve_runtime(recipe.model.dtype)
     if recipe.method == "qlora":
-        quantization_config(recipe, runtime)
+        four_bit_config(recipe.quantization, runtime)
     check_tracker(recipe.training.report_to)
     use_liger(recipe.training.liger, runtime)
     from trl import SFTConfig

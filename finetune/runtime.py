@@ -1,0 +1,66 @@
+"""Where and in what precision a model computes: one rule each for the device, the dtype and the 4-bit settings.
+
+Training, merge, completion and evaluation all load models; if each picked its own precision or rebuilt the 4-bit
+settings, a merge or an eval could quietly run a different model from the one that was trained. So all of them
+ask this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from finetune.errors import UserError
+from finetune.recipe import QuantizationSection
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and in what precision a run computes; chosen once from the recipe and the machine."""
+
+    use_cuda: bool
+    dtype: torch.dtype
+
+    @property
+    def bf16(self) -> bool:
+        return self.use_cuda and self.dtype == torch.bfloat16
+
+    @property
+    def fp16(self) -> bool:
+        return self.use_cuda and self.dtype == torch.float16
+
+
+def resolve_dtype(choice: str, use_cuda: bool) -> torch.dtype:
+    """'auto' precision: bf16 on a GPU that has it, fp16 on older GPUs, fp32 on CPU (bf16 autocast is slow there)."""
+    if choice in DTYPES:
+        return DTYPES[choice]
+    if use_cuda:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def resolve_runtime(dtype_choice: str) -> Runtime:
+    """The runtime on this machine for a dtype choice ('auto', 'bf16', 'fp16' or 'fp32')."""
+    use_cuda = torch.cuda.is_available()
+    return Runtime(use_cuda, resolve_dtype(dtype_choice, use_cuda))
+
+
+def four_bit_config(quantization: QuantizationSection, runtime: Runtime):
+    """4-bit NF4 settings for QLoRA; storage dtype = compute dtype so ZeRO-3/FSDP can shard the packed weights."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("method=qlora needs bitsandbytes: pip install 'finetune[qlora]' (or use method=lora)") from None
+    from transformers import BitsAndBytesConfig
+
+    compute = runtime.dtype if quantization.compute_dtype == "auto" else DTYPES[quantization.compute_dtype]
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization.quant_type,
+        bnb_4bit_use_double_quant=quantization.double_quant,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=compute,
+    )
