@@ -118,7 +118,7 @@ def _read_training_recipe(info: AdapterInfo, recipe_file: Path, assume_qlora: bo
 
 
 @dataclass(frozen=True)
-class BaseModel:
+class BaseCheckpoint:
     """Where the base model's files are on this machine, and what the adapters called it."""
 
     name: str
@@ -138,7 +138,7 @@ def _cached_hub_model(name: str, revision: str | None) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def locate_base(name: str, adapter: AdapterInfo | None = None, explicit: bool = False) -> BaseModel:
+def locate_base(name: str, adapter: AdapterInfo | None = None, explicit: bool = False) -> BaseCheckpoint:
     """A local model directory (as given, or relative to the adapter) or a hub model already in the cache."""
     where = "--base" if explicit else f"{adapter.path}/adapter_config.json" if adapter else "the adapter"
     candidates = [Path(name).expanduser()]
@@ -147,12 +147,12 @@ def locate_base(name: str, adapter: AdapterInfo | None = None, explicit: bool = 
     for candidate in candidates:
         if candidate.is_dir():
             check_model_location(str(candidate))
-            return BaseModel(name=name, path=candidate.resolve())
+            return BaseCheckpoint(name=name, path=candidate.resolve())
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if not looks_local:
         cached = _cached_hub_model(name, adapter.revision if adapter else None)
         if cached is not None:
-            return BaseModel(name=name, path=cached)
+            return BaseCheckpoint(name=name, path=cached)
         raise UserError(
             f"base model {name} (named in {where}) is not a local directory and not in the Hugging Face cache, so it "
             f"cannot be loaded offline: download it first (hf download {name}) or pass --base PATH"
@@ -160,7 +160,7 @@ def locate_base(name: str, adapter: AdapterInfo | None = None, explicit: bool = 
     raise UserError(f"base model directory {name} (named in {where}) not found: pass --base PATH to the base model")
 
 
-def resolve_base(adapters: list[AdapterInfo], base: str | None) -> BaseModel:
+def resolve_base(adapters: list[AdapterInfo], base: str | None) -> BaseCheckpoint:
     """The base to merge into: --base, else the one every adapter names (they must agree)."""
     if base is not None:
         return locate_base(base, adapters[0], explicit=True)
@@ -220,7 +220,7 @@ def _adapter_shapes(adapter: AdapterInfo) -> dict[str, tuple[int, ...]]:
         raise UserError(f"{file} is not a readable safetensors file ({exc}): re-save the adapter") from None
 
 
-def check_fits(adapter: AdapterInfo, base: BaseModel, vocab_size: int) -> None:
+def check_fits(adapter: AdapterInfo, base: BaseCheckpoint, vocab_size: int) -> None:
     """Compare every LoRA matrix with the base's layer shapes on a meta-device model (no weights loaded)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -258,7 +258,7 @@ def _module_size(module: torch.nn.Module, axis: int, vocab_size: int) -> int | N
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def parse_dtype(name: str, base: BaseModel) -> torch.dtype:
+def parse_dtype(name: str, base: BaseCheckpoint) -> torch.dtype:
     """--dtype; 'auto' keeps the base checkpoint's precision (what its authors serve it in)."""
     if name != "auto":
         return DTYPES[name]
@@ -283,7 +283,7 @@ def four_bit_config(adapter: AdapterInfo, use_cuda: bool, compute_dtype: torch.d
     return config
 
 
-def load_base(base: BaseModel, adapter: AdapterInfo, mode: BaseMode, dtype: torch.dtype, device: str, vocab_size: int):
+def load_base(base: BaseCheckpoint, adapter: AdapterInfo, mode: BaseMode, dtype: torch.dtype, device: str, vocab_size: int):
     """The base model in `mode`: full precision, 4-bit as in training, or 4-bit dequantized into `dtype`.
 
     Weights are read lazily from safetensors (transformers' low-memory loading), one shard at a time.

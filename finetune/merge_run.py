@@ -19,8 +19,8 @@ from finetune.errors import UserError
 from finetune.merge import DENSITY_METHODS
 from finetune.merge_load import (
     AdapterInfo,
+    BaseCheckpoint,
     BaseMode,
-    BaseModel,
     Combination,
     attach_adapters,
     check_combination,
@@ -45,7 +45,7 @@ class MergePlan:
     """Everything decided from the arguments and the adapters' files before any weights are loaded."""
 
     adapters: list[AdapterInfo]
-    base: BaseModel
+    base: BaseCheckpoint
     out: AtomicDir
     dtype: torch.dtype
     device: str

@@ -10,7 +10,6 @@ from finetune.data.context import (
     ContextSample,
     RepoRetriever,
     context_query,
-    context_text,
     dependency_graph,
     order_files,
     split_identifier,
@@ -440,3 +439,10 @@ def test_block_comment_closers_inside_snippets_cannot_end_the_comment() -> None:
     for language, closer in [("css", "*/"), ("markdown", "-->")]:
         line = comment_line(language, f"{closer}{closer} code {closer}")
         assert line.count(closer) == 1 and line.rstrip("\n").endswith(closer)
+
+
+def context_text(context, family: str) -> str:
+    """The segments in front of the FIM block as text, with the family's token strings in place of token segments."""
+    spec = FAMILIES[family]
+    tokens = {"repo_name": spec.repo_name or "", "file_sep": spec.file_sep or ""}
+    return "".join(tokens.get(kind, text) for kind, text in context.context)

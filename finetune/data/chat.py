@@ -202,14 +202,6 @@ class ChatEncoder:
         self._dummy_prefix = self._measure_dummy_prefix()
         self._check_template()
 
-    @classmethod
-    def for_tokenizer(cls, tokenizer: Any, name: str = "tokenizer") -> ChatEncoder:
-        """An encoder for the template the tokenizer carries (after `setup_chat_tokenizer`)."""
-        own = _own_template(tokenizer)
-        if own is None:
-            raise UserError("the tokenizer has no chat template: set data.sft.template or data.sft.chat_template")
-        return cls(tokenizer, own, name)
-
     def _measure_dummy_prefix(self) -> bool:
         """Whether the tokenizer adds a start-of-string `▁` (SentencePiece style); measured, not guessed."""
         for sentinel in _SENTINELS:

@@ -608,10 +608,3 @@ def with_retrieved_context(
         return ContextSample(sample)
     snippets = retriever.retrieve(context_query(sample, query_chars), exclude_path=sample.path, k=k)
     return with_context(sample, [*snippets, *extra], budget_chars=budget_chars, family=family, repo_name=repo_name)
-
-
-def context_text(context: ContextSample, family: str) -> str:
-    """The segments in front of the FIM block as text with the family's token strings, for people to read."""
-    spec = FAMILIES[family]
-    tokens = {"repo_name": spec.repo_name or "", "file_sep": spec.file_sep or ""}
-    return "".join(tokens.get(kind, text) for kind, text in context.context)

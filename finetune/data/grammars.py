@@ -60,8 +60,3 @@ def parser_for(language: str) -> Parser | None:
         grammar = language_for(language)
         parsers[language] = Parser(grammar) if grammar is not None else None
     return parsers[language]
-
-
-def supported_languages() -> tuple[str, ...]:
-    """Language ids that have a grammar installed."""
-    return tuple(language for language in GRAMMAR_MODULES if language_for(language) is not None)

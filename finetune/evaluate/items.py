@@ -10,12 +10,10 @@ perfect completion always scores 1.0.
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from finetune.data.sample import Document
 from finetune.data.sfim import find_spans, window_for_span
@@ -257,13 +255,3 @@ def build_items(
                 taken += 1
         stats[f"items_{category}"] = taken
     return items
-
-
-def write_items(path: Path, items: list[EvalItem]) -> None:
-    from finetune.data.inspect import write_jsonl_atomic
-
-    write_jsonl_atomic(path, (item.to_dict() for item in items))
-
-
-def read_items(path: Path) -> list[EvalItem]:
-    return [EvalItem(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-Mode = Literal["line", "header", "unit", "statements", "none"]
 MODES: tuple[str, ...] = ("line", "header", "unit", "statements", "none")
 
 _OPEN = {"(": ")", "[": "]", "{": "}"}
