@@ -115,6 +115,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     from finetune.data.context import ContextSample
     from finetune.data.inspect import sample_kind, token_view
     from finetune.data.mixture import SftData
+    from finetune.data.sample import IGNORE_INDEX
     from finetune.data.sft import Conversation
     from finetune.data.sft_command import chat_panel
     from finetune.data.sources import load_data_documents
@@ -145,7 +146,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
         if wanted and kind not in wanted:
             continue
         _, row = encode_sample(encoder, item)
-        in_loss = sum(label != -100 for label in row["labels"])
+        in_loss = sum(label != IGNORE_INDEX for label in row["labels"])
         title = f"{sample.path}  ({kind}{', ' + sample.node_type if sample.node_type else ''}"
         title += f", {'spm' if sample.spm else 'psm'})" if sample.mode == "fim" else ")"
         subtitle = f"{len(row['input_ids'])} tokens, {in_loss} in the loss (green); special tokens magenta"

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import torch
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from finetune.data.sample import IGNORE_INDEX
+
 PackingLayout = Literal["flatten", "rows"]
 
 
@@ -31,7 +33,7 @@ class PackedRowsCollator(DataCollatorForLanguageModeling):
         batch.pop("attention_mask", None)
         starts = batch["position_ids"] == 0
         starts[:, 0] = False
-        batch["labels"][starts] = -100  # the first token of a document is not predicted from the previous one
+        batch["labels"][starts] = IGNORE_INDEX  # the first token of a document is not predicted from the previous one
         return batch
 
 

@@ -26,7 +26,7 @@ from finetune.data.context import (
 )
 from finetune.data.formats import SampleEncoder
 from finetune.data.mixture import SftData
-from finetune.data.sample import Document, Sample
+from finetune.data.sample import IGNORE_INDEX, Document, Sample
 from finetune.data.sft import Conversation
 from finetune.data.sources import load_data_documents
 from finetune.data.transforms import make_samples
@@ -129,7 +129,7 @@ def encode_samples(
                 labels.append(row["labels"][start : start + max_length])
                 stats["plain_samples"] += 1
     stats["tokens"] += sum(len(ids) for ids in input_ids)
-    stats["loss_tokens"] += sum(sum(1 for t in row if t != -100) for row in labels)
+    stats["loss_tokens"] += sum(sum(1 for t in row if t != IGNORE_INDEX) for row in labels)
     return Dataset.from_dict({"input_ids": input_ids, "labels": labels})
 
 

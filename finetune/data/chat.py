@@ -27,10 +27,10 @@ from typing import Any
 
 from tokenizers import AddedToken
 
+from finetune.data.sample import IGNORE_INDEX
 from finetune.data.sft import Conversation
 from finetune.errors import UserError
 
-IGNORE_INDEX = -100
 # Characters put in front of a stretch of text and dropped again, so a `▁`-tokenizer adds no dummy prefix to it
 # (what formats.py does for FIM pieces); `_PROBE` measures whether the tokenizer adds one at all.
 _SENTINELS = ("☺", "¤", "§")

@@ -22,10 +22,9 @@ from typing import Any, Literal
 from tokenizers import AddedToken
 
 from finetune.data.languages import LANGUAGES, comment_line
-from finetune.data.sample import Sample
+from finetune.data.sample import IGNORE_INDEX, Sample
 from finetune.errors import UserError
 
-IGNORE_INDEX = -100
 LossOn = Literal["all", "middle"]
 
 # CodeLlama's `encode_infilling` and aiXcoder's `sess_megatron.py` both use this character; the others are

@@ -7,8 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from finetune.data.formats import IGNORE_INDEX, SampleEncoder, render_text
-from finetune.data.sample import Sample
+from finetune.data.formats import SampleEncoder, render_text
+from finetune.data.sample import IGNORE_INDEX, Sample
 
 MODES = {"structured": (1.0, 0.0), "random": (0.0, 1.0), "mixed": (0.5, 0.5)}
 

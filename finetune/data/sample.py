@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 SampleMode = Literal["plain", "fim"]
+# The label of a token that is not in the loss (PyTorch cross-entropy's and transformers' ignore_index).
+IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)

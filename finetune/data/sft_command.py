@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from finetune import cli_args as types
+from finetune.data.sample import IGNORE_INDEX
 from finetune.errors import UserError
 
 _TINY = Path(__file__).resolve().parents[2] / "data" / "tiny-llama"
@@ -127,7 +128,7 @@ def chat_panel(chat, encoder, conversation, max_length: int):
     from finetune.data.inspect import token_view
 
     row = chat.encode(conversation, max_length)
-    in_loss = sum(label != -100 for label in row.labels)
+    in_loss = sum(label != IGNORE_INDEX for label in row.labels)
     note = f", {row.note}" if row.note else ""
     title = f"{conversation.source}  (chat, {conversation.shape}, {chat.name} template{note})"
     subtitle = f"{len(row.input_ids)} tokens, {in_loss} in the loss (green); special tokens magenta"
