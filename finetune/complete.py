@@ -21,7 +21,6 @@ from finetune.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-_SENTINEL = "☺"
 
 
 @dataclass
@@ -48,19 +47,7 @@ class Completer:
 
     def decode(self, ids: list[int]) -> str:
         """Generated ids as the text they continue with: no dummy-prefix space lost or added."""
-        return decode_continuation(self.tokenizer, self.encoder, ids)
-
-
-def decode_continuation(tokenizer: Any, encoder: SampleEncoder, ids: list[int]) -> str:
-    """Decode ids that continue a prompt; a SentencePiece-style decoder would drop the first `▁`, so decode them
-    behind a sentinel and remove it (the inverse of how the prompt pieces were encoded)."""
-    kwargs = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
-    if not ids or not encoder.pieces.adds_dummy_prefix:
-        return tokenizer.decode(ids, **kwargs)
-    sentinel_ids = encoder.pieces.raw(_SENTINEL)
-    text = tokenizer.decode(sentinel_ids + list(ids), **kwargs)
-    head = tokenizer.decode(sentinel_ids, **kwargs)
-    return text[len(head) :] if text.startswith(head) else text
+        return self.encoder.pieces.decode_continuation(ids)
 
 
 def _read_yaml(path: Path) -> dict:

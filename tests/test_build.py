@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from finetune.data.build import prepare_data, split_documents
-from finetune.data.formats import IGNORE_INDEX, SampleEncoder
-from finetune.data.sample import Document
+from finetune.data.formats import SampleEncoder
+from finetune.data.sample import IGNORE_INDEX, Document
 from finetune.data.sources import load_documents
 from finetune.errors import UserError
 from finetune.recipe import DatasetSource, JsonlSource, TextSource, validate_recipe

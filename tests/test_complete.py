@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from finetune.cli import main
-from finetune.complete import Sampling, _finish, decode_continuation, generate, load_completer, split_at_cursor
+from finetune.complete import Sampling, _finish, generate, load_completer, split_at_cursor
 from finetune.data.formats import SampleEncoder
 
 CODE = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
@@ -41,7 +41,7 @@ def test_decode_keeps_leading_spaces(kind: str, bpe_tokenizer, sp_tokenizer) -> 
     tokenizer = bpe_tokenizer("starcoder") if kind == "bpe" else sp_tokenizer("aixcoder")
     encoder = SampleEncoder(tokenizer, "starcoder" if kind == "bpe" else "aixcoder")
     for text in [" b)\n", "    return x\n", "x = 1", "  # café 🚀\n\tend"]:
-        assert decode_continuation(tokenizer, encoder, encoder.pieces.continuation(text)) == text
+        assert encoder.pieces.decode_continuation(encoder.pieces.continuation(text)) == text
 
 
 def test_split_at_cursor() -> None:

@@ -14,13 +14,12 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from finetune.data.formats import (
     FAMILIES,
-    IGNORE_INDEX,
     SampleEncoder,
     aixcoder_header,
     detect_family,
     ensure_fim_tokens,
 )
-from finetune.data.sample import Sample
+from finetune.data.sample import IGNORE_INDEX, Sample
 from finetune.errors import UserError
 from finetune.tiny import build_tiny_model, build_tokenizer
 

@@ -19,9 +19,9 @@ from finetune.data.chat import (
     setup_chat_tokenizer,
 )
 from finetune.data.decontam import Decontaminator, ngrams
-from finetune.data.formats import IGNORE_INDEX, _PieceEncoder
 from finetune.data.mixture import repeat_counts, select_documents
-from finetune.data.sample import Document
+from finetune.data.pieces import PieceEncoder
+from finetune.data.sample import IGNORE_INDEX, Document
 from finetune.data.sft import Conversation, InstructionFile, load_conversations
 from finetune.errors import UserError
 
@@ -168,7 +168,7 @@ def chat_tokenizer(factory, family: str):
 
 def expected_row(tokenizer, parts: list[tuple[str, str]]) -> tuple[list[int], list[int]]:
     """ids/labels from parts: ("special", token), ("text", prompt text), ("loss", response text), ("end", token)."""
-    pieces = _PieceEncoder(tokenizer)
+    pieces = PieceEncoder(tokenizer)
     ids: list[int] = []
     labels: list[int] = []
     for kind, value in parts:

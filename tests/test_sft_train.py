@@ -12,8 +12,9 @@ import pytest
 from finetune.cli import main
 from finetune.data.build import prepare_data
 from finetune.data.cache import cache_key
-from finetune.data.formats import IGNORE_INDEX, SampleEncoder
+from finetune.data.formats import SampleEncoder
 from finetune.data.mixture import chat_setup
+from finetune.data.sample import IGNORE_INDEX
 from finetune.errors import UserError
 from finetune.recipe import load_recipe, validate_recipe
 
@@ -132,7 +133,8 @@ def test_bad_instruction_source_is_a_one_line_error(mixed: dict, tiny_model_dir:
     path.write_text(yaml.safe_dump(mixed))
     assert main(["prepare", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: instruction data") and "not found" in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: data.sources.0.path: instructions source") and "does not exist" in err
+    assert len(err.strip().splitlines()) == 1
     with pytest.raises(UserError, match="weight above 1 would repeat files"):
         load_recipe(path, ["data.sources.1.weight=2"])
 

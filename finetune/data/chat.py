@@ -27,14 +27,10 @@ from typing import Any
 
 from tokenizers import AddedToken
 
+from finetune.data.pieces import PieceEncoder
 from finetune.data.sample import IGNORE_INDEX
 from finetune.data.sft import Conversation
 from finetune.errors import UserError
-
-# Characters put in front of a stretch of text and dropped again, so a `▁`-tokenizer adds no dummy prefix to it
-# (what formats.py does for FIM pieces); `_PROBE` measures whether the tokenizer adds one at all.
-_SENTINELS = ("☺", "¤", "§")
-_PROBE = "x"
 
 _BOS = "{{ bos_token if bos_token and bos_token != eos_token else '' }}"
 
@@ -194,22 +190,9 @@ class ChatEncoder:
         self.tokenizer = tokenizer
         self.source = source
         self.name = name
-        self._special = sorted(
-            {t for t in tokenizer.all_special_tokens} | {t for t, _ in tokenizer.get_added_vocab().items()},
-            key=len,
-            reverse=True,
-        )
-        self._dummy_prefix = self._measure_dummy_prefix()
+        self._special = sorted({*tokenizer.all_special_tokens, *tokenizer.get_added_vocab()}, key=len, reverse=True)
+        self.pieces = PieceEncoder(tokenizer, parse_special=True)
         self._check_template()
-
-    def _measure_dummy_prefix(self) -> bool:
-        """Whether the tokenizer adds a start-of-string `▁` (SentencePiece style); measured, not guessed."""
-        for sentinel in _SENTINELS:
-            sentinel_ids = self._ids(sentinel)
-            ids = self._ids(sentinel + _PROBE)
-            if ids[: len(sentinel_ids)] == sentinel_ids:
-                return ids[len(sentinel_ids) :] != self._ids(_PROBE)
-        return False
 
     def render(self, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
         try:
@@ -252,20 +235,6 @@ class ChatEncoder:
             spans.append((len(before), len(upto)))
         return full, spans
 
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-
-    def _continuation(self, text: str) -> list[int]:
-        """`text` tokenized as it continues a sequence: a `▁`-tokenizer's start-of-string space left out."""
-        if not text or text.startswith(tuple(self._special)):
-            return self._ids(text)  # a special token first: the tokenizer adds no dummy prefix after it
-        for sentinel in _SENTINELS:
-            sentinel_ids = self._ids(sentinel)
-            ids = self._ids(sentinel + text)
-            if ids[: len(sentinel_ids)] == sentinel_ids:
-                return ids[len(sentinel_ids) :]
-        return self._ids(text)
-
     def _tokens(self, conversation: Conversation) -> ChatRow:
         """Prompt and response stretches tokenized one after the other, so every response starts on a token
         boundary, exactly where generation starts after the prompt (no token spans prompt and response)."""
@@ -277,7 +246,7 @@ class ChatEncoder:
             for piece, learn in ((text[cursor:start], False), (text[start:end], True)):
                 if not piece:
                     continue
-                new = self._continuation(piece) if ids and self._dummy_prefix else self._ids(piece)
+                new = self.pieces.continuation(piece) if ids else self.pieces.raw(piece)
                 ids += new
                 labels += new if learn else [IGNORE_INDEX] * len(new)
             cursor = end

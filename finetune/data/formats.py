@@ -5,12 +5,9 @@ family's own inference code lays out a completion request, so that what the mode
 asked at serving time. Special tokens are always their single ids; text pieces are tokenized on their own with
 special-token parsing switched off, so user code that contains e.g. `<fim_prefix>` stays plain text.
 
-The SentencePiece trap: a tokenizer with a `▁` dummy prefix (Llama, CodeLlama, aiXcoder) adds a spurious
-leading `▁` to every piece encoded on its own. CodeLlama's and aiXcoder's inference code encode such pieces
-behind a sentinel character (`☺`) and drop the sentinel's tokens; we do the same, but only where the family does
-(suffix and middle everywhere; the prefix keeps its leading `▁` for CodeLlama and aiXcoder, whose inference
-encodes it as the start of a string). Whether a tokenizer adds a dummy prefix is measured, not guessed from its
-class: byte-level BPE tokenizers show no difference and never get a sentinel.
+The SentencePiece trap (a spurious leading `▁` on every piece encoded on its own) is handled by
+`pieces.PieceEncoder`, and only where the family's inference code avoids it too: suffix and middle everywhere; the
+prefix keeps its leading `▁` for CodeLlama and aiXcoder, whose inference encodes it as the start of a string.
 """
 
 from __future__ import annotations
@@ -22,15 +19,11 @@ from typing import Any, Literal
 from tokenizers import AddedToken
 
 from finetune.data.languages import LANGUAGES, comment_line
+from finetune.data.pieces import PieceEncoder
 from finetune.data.sample import IGNORE_INDEX, Sample
 from finetune.errors import UserError
 
 LossOn = Literal["all", "middle"]
-
-# CodeLlama's `encode_infilling` and aiXcoder's `sess_megatron.py` both use this character; the others are
-# fallbacks for a tokenizer that would merge it with the text that follows.
-_SENTINELS = ("☺", "¤", "§")
-_PROBE = "x"
 
 
 @dataclass(frozen=True)
@@ -186,36 +179,6 @@ def aixcoder_header(path: str, language: str) -> str:
     )
 
 
-class _PieceEncoder:
-    """Encodes text pieces without special-token parsing, with or without the tokenizer's start-of-string `▁`."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self._tokenizer = tokenizer
-        self._sentinel_ids = {s: self.raw(s) for s in _SENTINELS}
-        self.adds_dummy_prefix = self._behind_sentinel(_PROBE) != self.raw(_PROBE)
-
-    def raw(self, text: str) -> list[int]:
-        """`text` as the tokenizer encodes a whole string: a SentencePiece one adds its dummy `▁` here."""
-        if not text:
-            return []
-        out = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)
-        return list(out["input_ids"])
-
-    def continuation(self, text: str) -> list[int]:
-        """`text` as it continues what came before: no dummy `▁`, via the sentinel only if the tokenizer needs it."""
-        if not text or not self.adds_dummy_prefix:
-            return self.raw(text)
-        return self._behind_sentinel(text)
-
-    def _behind_sentinel(self, text: str) -> list[int]:
-        """Encode sentinel + text and drop the sentinel's ids (CodeLlama's `encode_infilling`)."""
-        for sentinel, sentinel_ids in self._sentinel_ids.items():
-            ids = self.raw(sentinel + text)
-            if ids[: len(sentinel_ids)] == sentinel_ids:
-                return ids[len(sentinel_ids) :]
-        raise RuntimeError(f"cannot encode {text[:40]!r} without a leading space: every sentinel merged with it")
-
-
 class SampleEncoder:
     """Turns `Sample`s into `input_ids` + `labels` in one family's layout.
 
@@ -232,7 +195,7 @@ class SampleEncoder:
         self.tokenizer = tokenizer
         self.family = get_family(family)
         self.loss_on = loss_on
-        self.pieces = _PieceEncoder(tokenizer)
+        self.pieces = PieceEncoder(tokenizer)
         vocab = _vocab(tokenizer)
         fam = self.family
         self.prefix_id, self.suffix_id, self.middle_id = (
