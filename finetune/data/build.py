@@ -25,6 +25,7 @@ from finetune.data.context import (
     with_retrieved_context,
 )
 from finetune.data.formats import SampleEncoder
+from finetune.data.holdout import is_held_out
 from finetune.data.mixture import SftData
 from finetune.data.sample import IGNORE_INDEX, Document, Sample
 from finetune.data.sft import Conversation
@@ -57,17 +58,11 @@ class PreparedData:
         }
 
 
-def is_eval_path(path: str, fraction: float, seed: int) -> bool:
-    """Deterministic held-out membership from a hash of the path (stable when other files change)."""
-    digest = hashlib.sha256(f"{seed}:{path}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
 def split_documents(documents: list[Document], fraction: float, seed: int) -> tuple[list[Document], list[Document]]:
     """Train/eval split by document; at least one eval document whenever a fraction is asked and two exist."""
     if fraction <= 0 or len(documents) < 2:
         return documents, []
-    held = [is_eval_path(doc.path, fraction, seed) for doc in documents]
+    held = [is_held_out(doc.path, fraction, seed) for doc in documents]
     if not any(held):
         held[min(range(len(documents)), key=lambda i: hashlib.sha256(documents[i].path.encode()).digest())] = True
     if all(held):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from finetune.data.chat import ChatEncoder, resolve_template, setup_chat_tokenizer
 from finetune.data.decontam import Decontaminator
+from finetune.data.holdout import is_held_out
 from finetune.data.sample import Document
 from finetune.data.sft import Conversation, InstructionFile, SftReport, load_conversations
 
@@ -79,11 +80,6 @@ def chat_setup(tokenizer: Any, data: DataSection, family: str | None) -> tuple[C
     return ChatEncoder(tokenizer, tokenizer.chat_template, template.name), added
 
 
-def _is_eval(key: str, fraction: float, seed: int) -> bool:
-    digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8", errors="surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
 @dataclass
 class SftData:
     """A recipe's instruction conversations, split and weighted, with the encoder that turns them into rows."""
@@ -121,7 +117,7 @@ class SftData:
                     else:
                         clean.append(conv)
                 conversations = clean
-            held = [_is_eval(f"{source.path}\0{c.source}", recipe.data.eval_split, recipe.seed) for c in conversations]
+            held = [is_held_out(f"{source.path}\0{c.source}", recipe.data.eval_split, recipe.seed) for c in conversations]
             kept = [c for c, h in zip(conversations, held, strict=True) if not h]
             counts = repeat_counts([f"{source.path}\0{c.source}" for c in kept], source.weight, source.samples)
             weighted = [c for c, k in zip(kept, counts, strict=True) for _ in range(k)]
