@@ -151,13 +151,14 @@ def main(argv: list[str] | None = None) -> int:
 def _random_model(config_dir: str, tokenizer_dir: str, out: str, seed: int) -> int:
     """Benchmarks need a model of the real shape, not its weights: build one on the GPU when there is one."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
+
+    from finetune.runtime import seeded_random_model
 
     start = time.perf_counter()
-    torch.manual_seed(seed)
     config = AutoConfig.from_pretrained(config_dir)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = seeded_random_model(config, seed, device, dtype=torch.bfloat16)
     partial = Path(f"{out}.partial")
     model.save_pretrained(partial)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(partial)

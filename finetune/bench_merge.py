@@ -20,7 +20,9 @@ import yaml
 
 def build_base(directory: Path, args: argparse.Namespace) -> None:
     """Random weights (normal, std 0.02) in bf16, saved as 5 GB safetensors shards."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig
+
+    from finetune.runtime import seeded_random_model
 
     config = LlamaConfig(
         hidden_size=args.hidden,
@@ -31,17 +33,8 @@ def build_base(directory: Path, args: argparse.Namespace) -> None:
         vocab_size=args.vocab,
         dtype="bfloat16",
     )
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)  # allocate bf16 only: fp32 first would double the RAM
-    model.to_empty(device="cpu")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() > 1:
-                param.normal_(0.0, 0.02)
-            else:
-                param.fill_(1.0)  # norm weights
-    model.to(torch.bfloat16).save_pretrained(directory, max_shard_size="5GB")
+    model = seeded_random_model(config, 0, dtype=torch.bfloat16)  # allocated in bf16: fp32 first would double the RAM
+    model.save_pretrained(directory, max_shard_size="5GB")
     _save_tokenizer(directory)
     make_adapter(model, directory, directory.parent / "adapter", args)
 

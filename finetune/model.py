@@ -13,7 +13,7 @@ from finetune.errors import UserError
 from finetune.inputs import check_model_location
 from finetune.launch import built_whole, current_plan_shards_parameters
 from finetune.recipe import Recipe
-from finetune.runtime import Runtime, four_bit_config
+from finetune.runtime import Runtime, four_bit_config, seeded_random_model
 
 
 def load_tokenizer(recipe: Recipe):
@@ -92,11 +92,11 @@ def _random_model(config, seed: int, kwargs: dict):
     """A model with seeded random weights; for QLoRA it is saved and reloaded so bitsandbytes quantizes it."""
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(seed)
     quantized = "quantization_config" in kwargs
     with built_whole() if quantized else contextlib.nullcontext():  # saved below, so never sharded by zero.Init
-        model = AutoModelForCausalLM.from_config(
+        model = seeded_random_model(
             config,
+            seed,
             dtype=kwargs["dtype"],
             attn_implementation=kwargs["attn_implementation"],
             trust_remote_code=kwargs["trust_remote_code"],

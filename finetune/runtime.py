@@ -7,6 +7,7 @@ ask this module.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -64,3 +65,16 @@ def four_bit_config(quantization: QuantizationSection, runtime: Runtime):
         bnb_4bit_compute_dtype=compute,
         bnb_4bit_quant_storage=compute,
     )
+
+
+def seeded_random_model(config, seed: int, device: str | None = None, **from_config_kwargs):
+    """A causal LM of `config`'s shape with transformers' own random init drawn from `seed`, built on `device`.
+
+    Training from scratch (`model.random_init`), the benchmarks and the tiny test models all need "this shape,
+    reproducible weights"; one builder keeps their weights the same for the same seed.
+    """
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    with torch.device(device) if device else contextlib.nullcontext():
+        return AutoModelForCausalLM.from_config(config, **from_config_kwargs)

@@ -24,6 +24,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 from transformers.utils import logging as hf_logging
 
 from finetune.data.formats import FimFamily, get_family
+from finetune.runtime import seeded_random_model
 
 TokenizerKind = Literal["bpe", "sentencepiece"]
 UNK = "<unk>"
@@ -130,8 +131,7 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, **config
     """A randomly initialised tiny Llama; the same seed gives the same weights, without touching global RNG state."""
     config = tiny_llama_config(tokenizer, **config_kwargs)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = seeded_random_model(config, seed)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
