@@ -56,6 +56,7 @@ class LaunchPlan:
     fsdp_version: int | None = None
     fsdp_state_dict_type: str | None = None
     ds_fields_from_accelerate: tuple[str, ...] = field(default_factory=tuple)
+    needs_cuda: bool = False  # the config launches one process per GPU (MULTI_GPU): no CPU fallback
 
     @property
     def shards_parameters(self) -> bool:
@@ -225,7 +226,8 @@ def plan_from_config_file(
             offload_params=_truthy(fsdp.get("fsdp_offload_params", False)),
             **base,
         )
-    return LaunchPlan(engine="ddp" if world > 1 else "single", **base)
+    needs_cuda = kind == "MULTI_GPU" and not _truthy(config.get("use_cpu", False))
+    return LaunchPlan(engine="ddp" if world > 1 else "single", needs_cuda=needs_cuda, **base)
 
 
 def _replace(plan: LaunchPlan, **changes: Any) -> LaunchPlan:
@@ -248,6 +250,12 @@ def check_plan(plan: LaunchPlan, recipe, cuda_devices: int | None = None) -> Non
         raise UserError(
             f"FSDP ({plan.source}) needs CUDA GPUs and this machine has none: run on GPUs, or use DeepSpeed "
             "(recipes/accelerate/zero3.yaml runs on CPU too)"
+        )
+    if plan.needs_cuda and cuda == 0:
+        raise UserError(
+            f"{plan.source} is a multi-GPU config (distributed_type MULTI_GPU) and this machine has no CUDA GPU: on "
+            "CPU run one process (`finetune train RECIPE`) or several under DeepSpeed (accelerate launch "
+            "--config_file recipes/accelerate/zero2.yaml --num_processes 2 -m finetune train RECIPE)"
         )
     if cuda and plan.processes_per_machine > cuda and plan.engine != "single":
         raise UserError(

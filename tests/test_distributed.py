@@ -371,6 +371,26 @@ def test_fsdp_without_gpus_and_mismatched_qlora_storage_are_refused(tmp_path, ti
     check_plan(zero2, selective, cuda_devices=0)
 
 
+def test_multi_gpu_config_on_a_machine_without_gpus_names_the_cpu_alternative(
+    tmp_path, tiny_model_dir, code_repo, capsys, monkeypatch
+) -> None:
+    recipe = validate_recipe(recipe_dict(tmp_path / "run", tiny_model_dir, code_repo))
+    ddp = plan_from_config_file(ROOT / "recipes" / "accelerate" / "ddp.yaml", num_processes=2)
+    with pytest.raises(UserError, match="multi-GPU config .* no CUDA GPU: on CPU run one process .*zero2.yaml"):
+        check_plan(ddp, recipe, cuda_devices=0)
+    check_plan(ddp, recipe, cuda_devices=2)
+    cpu_ddp = write_launch(tmp_path, None, distributed_type="MULTI_GPU", use_cpu=True)
+    check_plan(plan_from_config_file(cpu_ddp, num_processes=2), recipe, cuda_devices=0)  # told to use the CPU
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(recipe_dict(tmp_path / "run", tiny_model_dir, code_repo)))
+    ddp_file = ROOT / "recipes" / "accelerate" / "ddp.yaml"
+    code, _, err = launch_check(capsys, ddp_file, recipe_file, options=("--num_processes", "2"))
+    assert code == 2 and "no CUDA GPU" in err and err.count("\n") == 1
+
+
 def test_train_refuses_a_bad_launch_before_loading_anything(monkeypatch, tmp_path, tiny_model_dir, code_repo) -> None:
     import finetune.train as train
 
