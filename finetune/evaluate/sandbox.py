@@ -22,7 +22,6 @@ import contextlib
 import ctypes
 import marshal
 import os
-import pwd
 import selectors
 import shutil
 import signal
@@ -78,23 +77,30 @@ class _Level:
     @property
     def user(self) -> str:
         if self.uid is not None:
-            return pwd.getpwuid(self.uid).pw_name if _has_uid(self.uid) else str(self.uid)
-        return "root (no capabilities)" if self.drop_caps and os.geteuid() == 0 else _me()
+            return _name(self.uid)
+        return "root (no capabilities)" if self.drop_caps and _euid() == 0 else _me()
+
+
+def _euid() -> int:
+    return os.geteuid() if hasattr(os, "geteuid") else -1  # -1: not POSIX, no users to switch between
 
 
 def _me() -> str:
-    return pwd.getpwuid(os.geteuid()).pw_name if _has_uid(os.geteuid()) else str(os.geteuid())
+    return _name(_euid())
 
 
-def _has_uid(uid: int) -> bool:
+def _name(uid: int) -> str:
     try:
-        pwd.getpwuid(uid)
-        return True
-    except KeyError:
-        return False
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
 
 
 def _nobody() -> tuple[int, int]:
+    import pwd
+
     try:
         entry = pwd.getpwnam("nobody")
         return entry.pw_uid, entry.pw_gid
@@ -122,7 +128,7 @@ def _candidates() -> list[_Level]:
         levels.append(_Level("subreaper", [], drop_caps=root))
     if root:
         levels.append(_Level("session", [], *nobody))
-    levels.append(_Level("session", [], drop_caps=False))
+    levels.append(_Level("session", [], drop_caps=root))
     return levels
 
 
@@ -203,14 +209,17 @@ class Sandbox:
         os.chmod(self.root, 0o711)  # `nobody` may enter its own task folder, not list the others
         self.notes: list[str] = []
         self._dumpable_changed = False
+        # The supervisors hold the read end; the eval alone holds the write end. When the eval dies, however it
+        # dies, they read end-of-file and kill their tests at once instead of at the timeout.
+        self._lifeline, self._lifeline_keep = os.pipe()
         try:
             self.level = self._choose(isolation)
         except BaseException:
             self.close()
             raise
-        uid = self.level.uid if self.level.uid is not None else os.geteuid()
+        uid = self.level.uid if self.level.uid is not None else _euid()
         self.nproc = _count_processes(uid) + EXTRA_PROCESSES if sys.platform.startswith("linux") else 0
-        if self.level.isolation != "namespace" and self.level.uid is None and os.geteuid() != 0:
+        if self.level.isolation not in ("namespace", "none") and self.level.uid is None:
             _set_dumpable(0)
             self._dumpable_changed = True
 
@@ -225,18 +234,21 @@ class Sandbox:
                     self.notes.append("stronger isolation unavailable: " + "; ".join(failures))
                 return level
             failures.append(f"{level.isolation} as {level.user}: {outcome.reason}")
-        if wanted == "auto":
+        if wanted == "auto" and os.name != "posix":
+            self.notes.append("no process isolation on this system: only the timeout applies")
             return _Level("none")
-        raise UserError(
-            f"sandbox isolation {wanted!r} is not available here ({'; '.join(failures) or 'not supported'}): "
-            "use --isolation auto"
-        )
+        why = "; ".join(failures) or "not supported"
+        if wanted == "auto":
+            raise UserError(f"no sandbox works here ({why}): run the eval where `python -I` can start a child process")
+        raise UserError(f"sandbox isolation {wanted!r} is not available here ({why}): use --isolation auto")
 
     def describe(self) -> dict:
         """What results.json records about the sandbox."""
         return {
             "isolation": self.level.isolation,
             "user": self.level.user,
+            # the test runs as the eval's own user outside any namespace: it can write whatever the eval can
+            "same_user_as_eval": self.level.uid is None and self.level.isolation != "namespace",
             "timeout_s": self.timeout_s,
             "memory_mb": self.memory_mb,
             "notes": self.notes,
@@ -260,6 +272,10 @@ class Sandbox:
             return list(pool.map(one, range(len(sources))))
 
     def close(self) -> None:
+        for fd in ("_lifeline", "_lifeline_keep"):
+            if getattr(self, fd, None) is not None:
+                os.close(getattr(self, fd))
+                setattr(self, fd, None)
         if self._dumpable_changed:
             _set_dumpable(1)
             self._dumpable_changed = False
@@ -297,7 +313,7 @@ class Sandbox:
             "memory_mb": self.memory_mb,
             "file_mb": FILE_MB,
             "tmp_mb": TMP_MB,
-            "nproc": getattr(self, "nproc", 0) if (level.uid is not None or os.geteuid() != 0) else 0,
+            "nproc": getattr(self, "nproc", 0) if (level.uid is not None or _euid() != 0) else 0,
             "uid": level.uid,
             "gid": level.gid,
             "drop_caps": level.drop_caps,
@@ -306,6 +322,7 @@ class Sandbox:
             "python": sys.executable,
             "env": _ENV,
             "status_fd": write_status,
+            "lifeline_fd": self._lifeline,
         }
         try:
             process = subprocess.Popen(
@@ -315,7 +332,7 @@ class Sandbox:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                pass_fds=(write_status,),
+                pass_fds=(write_status, self._lifeline),
                 start_new_session=True,
             )
         except OSError as exc:

@@ -128,8 +128,8 @@ def _exec_program(cfg: dict, workdir: str) -> None:
     os._exit(127)
 
 
-def _wait(pid: int, timeout: float) -> int | None:
-    """The program's wait status, or None when it is still running at the deadline."""
+def _wait(pid: int, timeout: float, lifeline: int) -> int | None:
+    """The program's wait status; None when it is still running at the deadline or the eval has gone."""
     try:
         fd = os.pidfd_open(pid)
     except (AttributeError, OSError):
@@ -142,10 +142,11 @@ def _wait(pid: int, timeout: float) -> int | None:
         left = deadline - time.monotonic()
         if left <= 0:
             return None
-        if fd is not None:
-            select.select([fd], [], [], left)
-        else:
-            time.sleep(min(left, 0.01))
+        ready, _, _ = select.select(
+            [lifeline] + ([fd] if fd is not None else []), [], [], min(left, 0.01 if fd is None else left)
+        )
+        if lifeline in ready:  # end of file: the eval is gone, so is the point of this test
+            return None
 
 
 def _children(parent: int) -> list[int]:
@@ -199,7 +200,7 @@ def main() -> None:
     if pid == 0:
         status.close()
         _exec_program(cfg, workdir)
-    wait_status = _wait(pid, cfg["timeout"])
+    wait_status = _wait(pid, cfg["timeout"], cfg["lifeline_fd"])
     if cfg["mode"] == "session":
         try:  # noqa: SIM105
             os.killpg(pid, SIGKILL)
