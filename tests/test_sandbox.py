@@ -376,10 +376,19 @@ def test_file_size_is_capped() -> None:
     assert not outcome.passed and ("File too large" in outcome.reason or "No space left" in outcome.reason)
 
 
-def test_unknown_or_unavailable_isolation_is_one_line_error(tmp_path: Path, capsys) -> None:
+def test_unknown_or_unavailable_isolation_is_one_line_error(tmp_path: Path, capsys, monkeypatch) -> None:
     bench = _benchmark(tmp_path / "b.jsonl", {"ok": "pass"})
-    code = main(["eval", "--benchmark", str(bench), "--oracle", "--isolation", "chroot", "--out", str(tmp_path / "o")])
-    assert code == 2 and "--isolation" in capsys.readouterr().err
+    args = ["eval", "--benchmark", str(bench), "--oracle", "--out", str(tmp_path / "o")]
+    assert main([*args, "--isolation", "chroot"]) == 2 and "--isolation" in capsys.readouterr().err
+    # without util-linux `unshare`: asking for namespaces is a one-line error; auto falls back and says why
+    monkeypatch.setattr("finetune.evaluate.sandbox.shutil.which", lambda name: None)
+    assert main([*args, "--isolation", "namespace"]) == 2
+    err = capsys.readouterr().err
+    assert "isolation 'namespace' is not available here" in err and "unshare" in err and err.count("\n") == 1
+    assert main(args) == 0
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert results["sandbox"]["isolation"] == "subreaper" and "unshare" in results["sandbox"]["notes"][0]
+    assert results["pass@1"] == 1.0
 
 
 # -------------------------------------------------------------------------------------- stale folders

@@ -13,7 +13,7 @@ kills everything it started. The strongest isolation this system allows is chose
 
 Always: a fresh minimal environment, a private working folder, no inherited descriptors, address space, CPU time,
 file size and (non-root) process count limits, stdout discarded and only the last 64 KB of stderr kept.
-See /work/notes/sandbox-readme.md for what each level stops and what it does not.
+The README (Reliability) has the table of what each level stops and what it does not.
 """
 
 from __future__ import annotations
@@ -225,6 +225,8 @@ class Sandbox:
 
     def _choose(self, wanted: str) -> _Level:
         failures = []
+        if sys.platform.startswith("linux") and not shutil.which("unshare") and wanted in ("auto", "namespace"):
+            failures.append("namespace: util-linux `unshare` not found on PATH")
         for level in _candidates():
             if wanted not in ("auto", level.isolation):
                 continue

@@ -63,7 +63,8 @@ def _isolate_filesystem(cfg: dict, source: str) -> str:
     """Private /tmp (also /var/tmp, /dev/shm), /root and /home hidden except the interpreter, the rest read-only."""
     _mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks back out
     # Keep handles on the interpreter's folders before hiding the homes they may live in.
-    expose = [p for p in cfg["expose"] if any(p == h or p.startswith(h + "/") for h in cfg["hide"])]
+    covered = [*cfg["hide"], "/tmp", "/var/tmp", "/dev/shm"]
+    expose = [p for p in cfg["expose"] if any(p == h or p.startswith(h + "/") for h in covered)]
     held = {path: os.open(path, os.O_PATH) for path in expose}
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['tmp_mb']}m,mode=1777")
     for other in ("/var/tmp", "/dev/shm"):
