@@ -459,3 +459,21 @@ def test_killed_eval_keeps_results_and_resumes(tmp_path: Path, marker: str) -> N
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert [row["item"] for row in rows] == [0, 1, 2, 3, 4]
     assert {k: v for k, v in rows[0].items()} == next(r for r in kept if r["item"] == 0)
+
+
+def test_interrupt_kills_running_tests_without_recording_them(marker: str) -> None:
+    """Ctrl-C mid-benchmark: tests in flight die at once and are not recorded as failures (a rerun redoes them)."""
+    forever = f"import os, sys\nos.execv(sys.executable, {_loop(marker, '/')})\n"
+    recorded: list[int] = []
+
+    def on_done(index: int, outcome) -> None:
+        recorded.append(index)
+        raise KeyboardInterrupt
+
+    with Sandbox(timeout_s=60) as sandbox:
+        started = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            sandbox.run_many(["pass", forever, forever, forever], workers=4, on_done=on_done)
+        assert time.perf_counter() - started < 30  # not the 60 s timeout
+    assert recorded == [0]
+    assert survivors(marker) == []

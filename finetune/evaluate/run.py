@@ -310,13 +310,15 @@ def run_benchmark(args: argparse.Namespace) -> int:
     models = [["oracle", None]] if args.oracle else [[m, a] for m, a, _ in _models(args)]
     journal = Journal(out, {"benchmark_sha256": file_digest(args.benchmark), "settings": settings, "models": models})
     done = journal.resume()
+    summary: dict = {"kind": "benchmark", "benchmark": str(args.benchmark), "tasks": len(tasks), "settings": settings}
+    journal.partial(summary)  # from here on the folder says "interrupted" until the eval completes
+    (out / "report.md").unlink(missing_ok=True)
     if done:
         console.print(f"[dim]eval:[/dim] resuming: {len(done)} results of an interrupted eval kept from {out}")
     runs: list[dict] = []
     rows: list[dict] = list(done.values())
     taken: set[str] = set()
     started = time.perf_counter()
-    summary: dict = {"kind": "benchmark", "benchmark": str(args.benchmark), "tasks": len(tasks), "settings": settings}
     try:
         with Sandbox(timeout_s=args.timeout, memory_mb=args.memory_mb, isolation=args.isolation) as sandbox:
             info = summary["sandbox"] = sandbox.describe()

@@ -208,7 +208,7 @@ class Sandbox:
         self.root = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-"))
         os.chmod(self.root, 0o711)  # `nobody` may enter its own task folder, not list the others
         self.notes: list[str] = []
-        self._dumpable_changed = False
+        self._dumpable_changed = self._stopping = False
         # The supervisors hold the read end; the eval alone holds the write end. When the eval dies, however it
         # dies, they read end-of-file and kill their tests at once instead of at the timeout.
         self._lifeline, self._lifeline_keep = os.pipe()
@@ -266,18 +266,30 @@ class Sandbox:
 
         def one(index: int) -> Outcome:
             outcome = self.run(sources[index])
-            if on_done is not None:
+            if on_done is not None and not self._stopping:
                 on_done(index, outcome)
             return outcome
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             return list(pool.map(one, range(len(sources))))
+        except BaseException:
+            # Ctrl-C (or any error): tests still running are killed through the lifeline, not recorded as
+            # failures, and queued ones never start.
+            self._stopping = True
+            self._close_lifeline()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _close_lifeline(self) -> None:
+        for name in ("_lifeline_keep", "_lifeline"):
+            if getattr(self, name, None) is not None:
+                os.close(getattr(self, name))
+                setattr(self, name, None)
 
     def close(self) -> None:
-        for fd in ("_lifeline", "_lifeline_keep"):
-            if getattr(self, fd, None) is not None:
-                os.close(getattr(self, fd))
-                setattr(self, fd, None)
+        self._close_lifeline()
         if self._dumpable_changed:
             _set_dumpable(1)
             self._dumpable_changed = False
