@@ -163,7 +163,8 @@ def sweep_stale(tmp: str | None = None) -> list[str]:
         except PermissionError:
             continue
         _remove(path)
-        removed.append(str(path))
+        if not path.exists():
+            removed.append(str(path))
     return removed
 
 

@@ -1,4 +1,4 @@
-"""The sandbox's supervisor: runs as its own script (`python -I sandbox_init.py CONFIG`), never imported by the eval.
+"""The sandbox's supervisor: runs as its own script (`python -I -S sandbox_init.py CONFIG`), never imported by the eval.
 
 It starts one test program and, whatever the program does, ends every process the program started before it
 exits itself. In "namespace" mode it is PID 1 of a new PID namespace (under `unshare`), so the kernel kills the
