@@ -219,79 +219,132 @@ def _print_fim_table(console, runs: list[dict], categories: list[str]) -> None:
 # ------------------------------------------------------------------------------------- execution benchmarks
 
 
+def _completions(args, model, adapter, tasks, label_taken: set[str], progress) -> tuple[str, list[str], dict]:
+    """A model's label, its (truncated) completion for each task, and generation stats."""
+    from finetune.complete import Sampling, generate, load_completer
+
+    completer = load_completer(model, adapter, family=args.family, dtype=args.dtype)
+    label = _label(completer.label, label_taken)
+    prompts = [completer.prompt_ids(t.prompt, t.suffix, "", "python") for t in tasks]
+    task = progress.add_task(f"completing with {label}", total=len(tasks))
+    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed)
+    results, stats = generate(
+        completer, prompts, sampling, batch_size=args.batch_size, on_batch=partial(progress.advance, task)
+    )
+    completions = [
+        truncate(r.text if r else "", "python", t.truncation if args.truncate == "auto" else "none")
+        for r, t in zip(results, tasks, strict=True)
+    ]
+    return label, completions, {**stats.to_dict(), "batch_size": args.batch_size}
+
+
+def _run_tests(sandbox, journal, work: list[tuple], number: int, label: str, advance) -> list[dict]:
+    """Run each (item, task, completion) in the sandbox; each result is on disk as soon as its test ends."""
+    rows: list[dict] = []
+
+    def record(j: int, outcome) -> None:
+        item, task, completion = work[j]
+        row = {
+            "item": item,
+            "task_id": task.task_id,
+            "run": number,
+            "label": label,
+            f"{label}.completion": completion,
+            f"{label}.passed": outcome.passed,
+            f"{label}.reason": outcome.reason,
+        }
+        journal.append(row)
+        rows.append(row)
+        advance()
+
+    sandbox.run_many([task.program(completion) for _, task, completion in work], on_done=record)
+    return rows
+
+
+def _field(row: dict, name: str):
+    """A benchmark row's value for `name` (its keys carry the run's label: "oracle.passed")."""
+    return row[f"{row['label']}.{name}"]
+
+
+def _benchmark_run(args, number: int, model, adapter, tasks, done: dict, sandbox, journal, taken, progress):
+    """One model (or the oracle) on every task not already in `done`: its summary and its new rows."""
+    from finetune.evaluate.humaneval import pass_at_1
+
+    pending = [i for i in range(len(tasks)) if (number, i) not in done]
+    kept = [done[(number, i)] for i in range(len(tasks)) if (number, i) in done]
+    generation: dict = {}
+    if args.oracle:
+        label, completions = _label("oracle", taken), [tasks[i].canonical_solution for i in pending]
+    elif pending:
+        label, completions, generation = _completions(args, model, adapter, [tasks[i] for i in pending], taken, progress)
+    else:
+        label, completions = _label(kept[0]["label"], taken), []
+    test_task = progress.add_task(f"running tests ({label})", total=len(tasks), completed=len(kept))
+    work = [(i, tasks[i], c) for i, c in zip(pending, completions, strict=True)]
+    rows = _run_tests(sandbox, journal, work, number, label, partial(progress.advance, test_task, 1))
+    passed = [bool(_field(row, "passed")) for row in kept + rows]
+    failures = Counter(_field(row, "reason").split(":")[0] for row in kept + rows if not _field(row, "passed"))
+    run = {
+        "label": label,
+        "model": None if args.oracle else model,
+        "adapter": adapter,
+        "pass@1": pass_at_1(passed),
+        "passed": sum(passed),
+        "total": len(tasks),
+        "resumed": len(kept),
+        "failures": dict(failures.most_common(10)),
+        "generation": generation,
+    }
+    return run, rows
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
-    from finetune.evaluate.humaneval import load_tasks, pass_at_1
-    from finetune.evaluate.sandbox import run_programs
+    from finetune.evaluate.humaneval import load_tasks
+    from finetune.evaluate.journal import Journal, file_digest
+    from finetune.evaluate.sandbox import Sandbox
 
     console = _console()
     tasks = load_tasks(args.benchmark, limit=args.limit)
     out = Path(args.out)
-    notes = [f"sandbox: {args.timeout:g}s timeout, {args.memory_mb} MB memory per test"]
-    rows = [{"task_id": t.task_id} for t in tasks]
+    settings = {**_settings(args), "timeout_s": args.timeout, "memory_mb": args.memory_mb, "truncate": args.truncate}
+    models = [["oracle", None]] if args.oracle else [[m, a] for m, a, _ in _models(args)]
+    journal = Journal(out, {"benchmark_sha256": file_digest(args.benchmark), "settings": settings, "models": models})
+    done = journal.resume()
+    summary: dict = {"kind": "benchmark", "benchmark": str(args.benchmark), "tasks": len(tasks), "settings": settings}
+    journal.partial(summary)  # from here on the folder says "interrupted" until the eval completes
+    (out / "report.md").unlink(missing_ok=True)
+    if done:
+        console.print(f"[dim]eval:[/dim] resuming: {len(done)} results of an interrupted eval kept from {out}")
     runs: list[dict] = []
+    rows: list[dict] = list(done.values())
     taken: set[str] = set()
     started = time.perf_counter()
-    with _progress() as progress:
-        for model, adapter, _ in _models(args) if not args.oracle else [(None, None, "oracle")]:
-            generation: dict = {}
-            if args.oracle:
-                label, completions = _label("oracle", taken), [t.canonical_solution for t in tasks]
-            else:
-                from finetune.complete import Sampling, generate, load_completer
-
-                completer = load_completer(model, adapter, family=args.family, dtype=args.dtype)
-                label = _label(completer.label, taken)
-                prompts = [completer.prompt_ids(t.prompt, t.suffix, "", "python") for t in tasks]
-                task = progress.add_task(f"completing with {label}", total=len(tasks))
-                sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed)
-                results, stats = generate(
-                    completer, prompts, sampling, batch_size=args.batch_size, on_batch=partial(progress.advance, task)
-                )
-                generation = {**stats.to_dict(), "batch_size": args.batch_size}
-                completions = [
-                    truncate(r.text if r else "", "python", t.truncation if args.truncate == "auto" else "none")
-                    for r, t in zip(results, tasks, strict=True)
-                ]
-                del completer
-            test_task = progress.add_task(f"running tests ({label})", total=len(tasks))
-            outcomes = run_programs(
-                [t.program(c) for t, c in zip(tasks, completions, strict=True)],
-                timeout_s=args.timeout,
-                memory_mb=args.memory_mb,
-                on_done=partial(progress.advance, test_task, 1),
-            )
-            passed = [o.passed for o in outcomes]
-            for row, completion, outcome in zip(rows, completions, outcomes, strict=True):
-                row[f"{label}.completion"] = completion
-                row[f"{label}.passed"] = outcome.passed
-                row[f"{label}.reason"] = outcome.reason
-            failures = Counter(o.reason.split(":")[0] for o in outcomes if not o.passed)
-            runs.append(
-                {
-                    "label": label,
-                    "model": model,
-                    "adapter": adapter,
-                    "pass@1": pass_at_1(passed),
-                    "passed": sum(passed),
-                    "total": len(tasks),
-                    "failures": dict(failures.most_common(10)),
-                    "generation": generation,
-                }
-            )
+    try:
+        with Sandbox(timeout_s=args.timeout, memory_mb=args.memory_mb, isolation=args.isolation) as sandbox:
+            info = summary["sandbox"] = sandbox.describe()
+            notes = [
+                f"sandbox: {info['isolation']} isolation, tests run as {info['user']}, "
+                f"{args.timeout:g}s timeout, {args.memory_mb} MB memory per test",
+                *info["notes"],
+            ]
+            console.print(f"[dim]eval:[/dim] {notes[0]}")
+            for note in info["notes"]:
+                console.print(f"[yellow]note:[/yellow] {note}")
+            journal.partial({**summary, "runs": runs, "notes": notes})
+            with _progress() as progress:
+                for number, (model, adapter) in enumerate(models):
+                    run, new = _benchmark_run(args, number, model, adapter, tasks, done, sandbox, journal, taken, progress)
+                    runs.append(run)
+                    rows += new
+                    journal.partial({**summary, "runs": runs, "notes": notes})
+    finally:
+        journal.close()
     seconds = time.perf_counter() - started
-    results = {
-        "kind": "benchmark",
-        "benchmark": str(args.benchmark),
-        "tasks": len(tasks),
-        "pass@1": runs[0]["pass@1"],
-        "seconds": round(seconds, 2),
-        "settings": {**_settings(args), "timeout_s": args.timeout, "memory_mb": args.memory_mb},
-        "runs": runs,
-        "notes": notes,
-    }
+    if done:
+        notes.append(f"resumed an interrupted eval: {len(done)} results were kept from the earlier run")
+    results = {**summary, "pass@1": runs[0]["pass@1"], "seconds": round(seconds, 2), "runs": runs, "notes": notes}
     files = [
-        write_json(out / "results.json", results),
-        write_jsonl(out / "predictions.jsonl", rows),
+        *journal.finish(results, rows),
         write_atomic(out / "report.md", benchmark_markdown(runs, Path(args.benchmark).name, notes)),
     ]
     for run in runs:
@@ -354,5 +407,11 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--truncate", choices=["auto", "none"], default="auto", help="benchmark: single-line tasks keep one line")
     p.add_argument("--timeout", type=types.positive_float, default=10.0, help="seconds per benchmark test")
     p.add_argument("--memory-mb", type=types.positive_int, default=1024, help="memory limit per benchmark test")
+    p.add_argument(
+        "--isolation",
+        choices=["auto", "namespace", "subreaper", "session"],
+        default="auto",
+        help="benchmark: how tests are contained (auto: the strongest this system allows; see README)",
+    )
     add_sampling_arguments(p, max_new_tokens=128)
     p.set_defaults(func=cmd_eval)
