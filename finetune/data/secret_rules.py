@@ -28,7 +28,7 @@ _PROSE = re.compile(
     r"[\"'`]?(?P<value>[A-Za-z0-9!@$%^&*+~][^\s\"'`,;()\[\]{}<>|]{5,127})",
     re.IGNORECASE,
 )
-_PROSE_NEEDLES = ("pass", "pwd", "secret", "token", "key", "cred")
+_PROSE_STARTS = re.compile(r"(?=pass|pwd|secret|token|access|api|cred)")  # in the lower-cased text (fast)
 _BARE_KEYWORDS = ("pass", "pwd")  # `pass X`, `password X`, `pwd X`; `token the` is prose, not a credential
 _SPECIAL = set("!@#$%^&*+=~?")
 _DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")  # os.environ, self.pass2, config2.yaml
@@ -44,10 +44,14 @@ _CODE_LANGUAGES_WITHOUT_EQUALS = frozenset(
 
 def prose_findings(text: str, lowered: str, language: str) -> Iterator[Finding]:
     """Credentials written as prose: a credential word, `is`/`:`/a blank, then a value that looks like a password."""
-    if not any(needle in lowered for needle in _PROSE_NEEDLES):
-        return
     code = language in _CODE_LANGUAGES_WITHOUT_EQUALS
-    for match in _PROSE.finditer(text):
+    if len(lowered) != len(text):  # a character whose lower case is longer shifts the offsets: the slow way
+        matches = _PROSE.finditer(text)
+    else:
+        matches = (_PROSE.match(text, start.start()) for start in _PROSE_STARTS.finditer(lowered))
+    for match in matches:
+        if match is None:
+            continue
         keyword, separator = match.group("kw").lower(), match.group("sep")
         if match.group("blank") is not None and not keyword.startswith(_BARE_KEYWORDS):
             continue
@@ -128,7 +132,7 @@ _AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])
 
 def aws_pair_findings(text: str) -> Iterator[Finding]:
     """A 40-character base64-ish run with mixed case and digits within AWS_PAIR_WINDOW_CHARS of an AWS key id."""
-    if "A" not in text:
+    if not any(prefix in text for prefix in ("AKIA", "ASIA", "ABIA", "ACCA")):
         return
     for key_id in _AWS_ID.finditer(text):
         start = max(0, key_id.start() - AWS_PAIR_WINDOW_CHARS)
@@ -142,21 +146,17 @@ def aws_pair_findings(text: str) -> Iterator[Finding]:
 
 # A one-line string literal; a run of them with only blanks, `+`, `.` (PHP) or a line continuation between them is
 # one string to the language (`"sk_live_abc" "def"`, `'ab' + 'cd'`).
-_LITERAL = re.compile(r"\"([^\"\\\n]*)\"|'([^'\\\n]*)'")
-_JOINER = re.compile(r"[ \t]*(?:[+.][ \t]*)?(?:\\?\r?\n[ \t]*(?:[+.][ \t]*)?)?")
+_LITERAL_TEXT = r"\"([^\"\\\n]*)\"|'([^'\\\n]*)'"
+_JOINER_TEXT = r"[ \t]*(?:[+.][ \t]*)?(?:\\?\r?\n[ \t]*(?:[+.][ \t]*)?)?"
+_LITERAL = re.compile(_LITERAL_TEXT)
+_ANY_LITERAL = r"\"[^\"\\\n]*\"|'[^'\\\n]*'"
+_RUN = re.compile(f"(?:{_ANY_LITERAL})(?:{_JOINER_TEXT}(?:{_ANY_LITERAL}))+")
 
 
 def joined_literal_findings(text: str) -> Iterator[Finding]:
     """Known formats in adjacent string literals joined, mapped back to the characters of the original text."""
-    if text.count('"') + text.count("'") < 4:
-        return
-    run: list[re.Match[str]] = []
-    for literal in _LITERAL.finditer(text):
-        if run and not _JOINER.fullmatch(text, run[-1].end(), literal.start()):
-            yield from _joined(text, run)
-            run = []
-        run.append(literal)
-    yield from _joined(text, run)
+    for run in _RUN.finditer(text):
+        yield from _joined(text, list(_LITERAL.finditer(text, run.start(), run.end())))
 
 
 def _joined(text: str, run: list[re.Match[str]]) -> Iterator[Finding]:
@@ -178,25 +178,27 @@ def _joined(text: str, run: list[re.Match[str]]) -> Iterator[Finding]:
 
 MIN_HEX_DIGITS = 32  # 16 bytes: the shortest known-format token is longer
 MIN_BASE64_CHARS = 20
-_HEX_RUN = re.compile(r"(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2}[ :]?){16,}(?![0-9A-Za-z])")
-_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{20,}={0,2}")
+# A hex run is also a base64-alphabet run, so one scan finds both; hex bytes split by blanks (`bytes.fromhex` takes
+# them) are looked for only in text that calls `fromhex`, as a second scan costs as much as the first.
+_ENCODED_RUN = re.compile(r"[A-Za-z0-9+/_-]{20,}={0,2}")
+_SPACED_HEX = re.compile(r"(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2} ){15,}[0-9A-Fa-f]{2}(?![0-9A-Za-z])")
+_HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 _PRINTABLE = re.compile(rb"[\x20-\x7e\t\r\n]")
 
 
 def encoded_findings(text: str) -> Iterator[Finding]:
     """Hex and base64 runs whose decoded bytes hold a known-format secret (the whole run is the secret)."""
-    for match in _HEX_RUN.finditer(text):
-        run = match.group().rstrip(" :")
-        digits = run.replace(" ", "").replace(":", "")
-        if len(digits) >= MIN_HEX_DIGITS and len(digits) % 2 == 0:
-            yield from _decoded(match.start(), match.start() + len(run), bytes.fromhex(digits), "hex")
-    for match in _BASE64_RUN.finditer(text):
+    for match in _ENCODED_RUN.finditer(text):
         value = match.group()
-        if not (_mixed(value) and len(value) >= MIN_BASE64_CHARS):
-            continue
-        data = _b64decode(value)
-        if data:
-            yield from _decoded(match.start(), match.end(), data, "base64")
+        if len(value) >= MIN_HEX_DIGITS and _HEX.fullmatch(value):
+            yield from _decoded(match.start(), match.end(), bytes.fromhex(value), "hex")
+        elif _mixed(value):
+            data = _b64decode(value)
+            if data:
+                yield from _decoded(match.start(), match.end(), data, "base64")
+    if "fromhex(" in text:
+        for match in _SPACED_HEX.finditer(text):
+            yield from _decoded(match.start(), match.end(), bytes.fromhex(match.group()), "hex")
 
 
 def _mixed(value: str) -> bool:
