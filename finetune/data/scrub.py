@@ -78,7 +78,7 @@ class Scrubber:
         two different paths never become one (a collision takes a fresh number)."""
         parts = path.split("/")
         pieces = [_path_secrets(part) for part in parts]
-        if not any(pieces):
+        if not any(pieces) and "<SECRET-" not in path:
             return path
         scrubbed = "/".join(self._scrub_part(part, found) for part, found in zip(parts, pieces, strict=True))
         while self._paths.setdefault(scrubbed, path) != path:  # a file literally named `<SECRET-1>.py` exists

@@ -34,6 +34,7 @@ _SPECIAL = set("!@#$%^&*+=~?")
 _DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")  # os.environ, self.pass2, config2.yaml
 _WORDISH = re.compile(r"^[a-z]+[0-9]{1,3}$|^[a-z]+[0-9]+_?[a-z]*$", re.IGNORECASE)  # sha256, utf8, base64, py3k
 _PATHISH = re.compile(r"^(?:~?/|\.\.?/)|://")
+_DIGIT_IN_WORD = re.compile(r"[0-9][A-Za-z]")  # p4ssw0rd, not zip64
 _KEYWORD_ARGUMENT = re.compile(r"^[A-Za-z_]\w*=")  # `pass stdout=PIPE`: an argument, not a password
 # Languages whose lines are code: there `password = x2` is a variable (the assignment rules handle literals).
 _CODE_LANGUAGES_WITHOUT_EQUALS = frozenset(
@@ -59,19 +60,24 @@ def prose_findings(text: str, lowered: str, language: str) -> Iterator[Finding]:
             continue
         value = match.group("value").rstrip(".,:;?")
         end = match.start("value") + len(value)
-        if text[end : end + 1] in ("(", "[") or not looks_like_password(value):
+        if text[end : end + 1] in ("(", "[") or not looks_like_password(value, strict=match.group("blank") is not None):
             continue
         yield Finding(match.start("value"), end, "prose_credential")
 
 
-def looks_like_password(value: str) -> bool:
-    """Letters with digits or symbols, not a word with a number (`sha256`), a dotted name, a path or a template."""
+def looks_like_password(value: str, *, strict: bool = False) -> bool:
+    """Letters with digits or symbols, not a word with a number (`sha256`), a dotted name, a path or a template.
+
+    `strict` (after a bare `pass`, where prose says `pass force_zip64 to ...`): a symbol, or a digit inside a word.
+    """
     if len(value) < 6 or not plausible_value(value):
         return False
     has_letter = any(c.isalpha() for c in value)
     has_digit = any(c.isdigit() for c in value)
     has_special = any(c in _SPECIAL for c in value)
     if not has_letter or not (has_digit or has_special):
+        return False
+    if strict and not has_special and not _DIGIT_IN_WORD.search(value):
         return False
     return not (
         _DOTTED_NAME.match(value) or _WORDISH.match(value) or _PATHISH.search(value) or _KEYWORD_ARGUMENT.match(value)
