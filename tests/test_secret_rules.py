@@ -320,3 +320,26 @@ def test_bench_secrets_prints_counts_rates_and_masked_spans(tmp_path: Path, caps
     out = capsys.readouterr().out
     assert "scanned 2 files" in out and "a.py:1: assignment" in out and "spans by kind: assignment 1" in out
     assert "1 spans," in out and "per MB" in out and "MB/s" in out and value not in out
+
+
+HEX = "0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (lambda: "hf_" + rand(34), "huggingface_token"),
+        (lambda: "glpat-" + rand(20), "gitlab_token"),
+        (lambda: "npm_" + rand(36), "npm_token"),
+        (lambda: "pypi-AgEIcHlwaS5vcmc" + rand(60), "pypi_token"),
+        (lambda: f"SG.{rand(22)}.{rand(43)}", "sendgrid_key"),
+        (lambda: "dop_v1_" + rand(64, HEX), "digitalocean_token"),
+        (lambda: "shpat_" + rand(32, HEX), "shopify_token"),
+        (lambda: "GOCSPX-" + rand(28), "google_oauth_secret"),
+        (lambda: "AGE-SECRET-KEY-1" + rand(58, string.ascii_uppercase + string.digits), "age_secret_key"),
+    ],
+)
+def test_prefixed_service_tokens_are_found_anywhere(make, kind: str) -> None:
+    value = make()
+    text = f"see {value} here\n"
+    assert scrubbed(text, "notes.md") == "see <SECRET> here\n" and kind in kinds(text, "notes.md")

@@ -80,6 +80,16 @@ _SHAPES = (
         re.compile(_B + r"(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})" + _E),
     ),
     _Shape("slack_token", ("xox",), re.compile(_B + r"xox[abposr]-[A-Za-z0-9-]{10,250}" + _E)),
+    # Prefixed tokens of other services (the prefixes gitleaks and trufflehog rules key on).
+    _Shape("huggingface_token", ("hf_",), re.compile(_B + r"hf_[A-Za-z0-9]{34}" + _E)),
+    _Shape("gitlab_token", ("glpat-", "glptt-", "gldt-"), re.compile(_B + r"gl(?:pat|ptt|dt)-[A-Za-z0-9_-]{20,64}" + _E)),
+    _Shape("npm_token", ("npm_",), re.compile(_B + r"npm_[A-Za-z0-9]{36}" + _E)),
+    _Shape("pypi_token", ("pypi-",), re.compile(_B + r"pypi-AgE[A-Za-z0-9_-]{50,}" + _E)),
+    _Shape("sendgrid_key", ("sg.",), re.compile(_B + r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}" + _E)),
+    _Shape("digitalocean_token", ("dop_v1_", "doo_v1_"), re.compile(_B + r"do[op]_v1_[a-f0-9]{64}" + _E)),
+    _Shape("shopify_token", ("shpat_", "shpca_", "shppa_", "shpss_"), re.compile(_B + r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}" + _E)),
+    _Shape("google_oauth_secret", ("gocspx-",), re.compile(_B + r"GOCSPX-[A-Za-z0-9_-]{28}" + _E)),
+    _Shape("age_secret_key", ("age-secret-key-",), re.compile(_B + r"AGE-SECRET-KEY-1[0-9A-Z]{58}" + _E)),
     _Shape("google_api_key", ("aiza",), re.compile(_B + r"AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])")),
     # OpenAI (sk-..., sk-proj-...) and Anthropic (sk-ant-...) keys: at least 20 characters with a digit in them.
     _Shape(

@@ -12,7 +12,7 @@ is replaced (and counted) once, under its most specific kind, and every characte
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
@@ -45,6 +45,19 @@ DISABLED_PLUGINS = frozenset({"IPPublicDetector", "KeywordDetector"})
 # time on the stdlib; each needs a value of at least 24 word characters, so they only see lines with such a run.
 LONG_VALUE_PLUGINS = frozenset({"CloudantDetector", "IbmCloudIamDetector", "IbmCosHmacDetector", "SoftlayerDetector"})
 _LONG_RUN = re.compile(r"[A-Za-z0-9_-]{24}")
+# Cheap tests that a plugin's patterns cannot match without (read from each plugin's regexes): the slowest plugins
+# scan every position of the text, so skipping texts that lack their fixed part keeps the scan near 3 MB/s.
+_PLUGIN_NEEDS: dict[str, Callable[[str, str], bool]] = {
+    "ArtifactoryDetector": lambda text, _: "AKC" in text or _ARTIFACTORY_PASSWORD.search(text) is not None,
+    "MailchimpDetector": lambda text, _: "-us" in text,
+    "TelegramBotTokenDetector": lambda text, _: _TELEGRAM.search(text) is not None,
+    "SlackDetector": lambda text, lowered: "xox" in lowered or "hooks.slack.com" in text,
+    "AWSKeyDetector": lambda text, lowered: "aws" in lowered or any(p in text for p in _AWS_PREFIXES),
+    "StripeDetector": lambda text, _: "k_live_" in text,
+}
+_ARTIFACTORY_PASSWORD = re.compile(r"AP[0-9A-F]")
+_TELEGRAM = re.compile(r"[0-9]{8}:")
+_AWS_PREFIXES = ("A3T", "ABIA", "ACCA", "AKIA", "ASIA")
 # Lines longer than this are not given to detect-secrets (minified data, not credentials; some of its regexes
 # backtrack badly on them). This module's own patterns still see them.
 MAX_SCAN_LINE_CHARS = 4000
@@ -77,7 +90,7 @@ def find_secrets(text: str, path: str) -> list[Finding]:
     findings = [*known_format_findings(text, lowered)]
     findings += _assignment_findings(text, lowered, unquoted=language in UNQUOTED_VALUE_LANGUAGES)
     findings += context_findings(text, lowered, language)
-    findings += _detect_secrets_findings(text, path)
+    findings += _detect_secrets_findings(text, lowered, path)
     return [finding for finding in findings if not text.startswith(SECRET_PLACEHOLDER, finding.start)]
 
 
@@ -170,15 +183,18 @@ def detect_secrets_plugins() -> tuple[BasePlugin, ...]:
     return tuple(sorted(plugins, key=lambda plugin: type(plugin).__name__))
 
 
-def _detect_secrets_findings(text: str, path: str) -> Iterator[Finding]:
+def _detect_secrets_findings(text: str, lowered: str, path: str) -> Iterator[Finding]:
     """Each plugin runs on the lines that hold one of its candidates in the whole text (most files have none)."""
     lines = _lines(text)
     long_runs = "\n".join(line for _, line in lines if _LONG_RUN.search(line))
     for plugin in detect_secrets_plugins():
-        candidates = _candidates(plugin, long_runs if type(plugin).__name__ in LONG_VALUE_PLUGINS else text)
+        name = type(plugin).__name__
+        if name in _PLUGIN_NEEDS and not _PLUGIN_NEEDS[name](text, lowered):
+            continue
+        candidates = _candidates(plugin, long_runs if name in LONG_VALUE_PLUGINS else text)
         if not candidates:
             continue
-        needs_context = type(plugin).__name__ in HIGH_ENTROPY_PLUGINS
+        needs_context = name in HIGH_ENTROPY_PLUGINS
         for offset, line in lines:
             if not any(candidate in line for candidate in candidates):
                 continue
@@ -187,7 +203,7 @@ def _detect_secrets_findings(text: str, path: str) -> Iterator[Finding]:
             if not heuristic.is_indirect_reference(line):
                 for value in _plugin_values(plugin, path, line):
                     for start, end in _locate(value, line):
-                        yield Finding(offset + start, offset + end, type(plugin).__name__)
+                        yield Finding(offset + start, offset + end, name)
 
 
 def _lines(text: str) -> list[tuple[int, str]]:
