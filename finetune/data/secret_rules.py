@@ -32,7 +32,8 @@ _PROSE_STARTS = re.compile(r"(?=pass|pwd|secret|token|access|api|cred)")  # in t
 _BARE_KEYWORDS = ("pass", "pwd")  # `pass X`, `password X`, `pwd X`; `token the` is prose, not a credential
 _SPECIAL = set("!@#$%^&*+=~?")
 _DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")  # os.environ, self.pass2, config2.yaml
-_WORDISH = re.compile(r"^[a-z]+[0-9]{1,3}$|^[a-z]+[0-9]+_?[a-z]*$", re.IGNORECASE)  # sha256, utf8, base64, py3k
+# sha256, utf8, base64, py3k (a long run of letters with a digit at the end is a random key, not a word)
+_WORDISH = re.compile(r"^[a-z]{1,10}[0-9]{1,3}$|^[a-z]{1,10}[0-9]+_?[a-z]{0,10}$", re.IGNORECASE)
 _PATHISH = re.compile(r"^(?:~?/|\.\.?/)|://")
 _DIGIT_IN_WORD = re.compile(r"[0-9][A-Za-z]")  # p4ssw0rd, not zip64
 _KEYWORD_ARGUMENT = re.compile(r"^[A-Za-z_]\w*=")  # `pass stdout=PIPE`: an argument, not a password
