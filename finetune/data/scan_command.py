@@ -42,15 +42,17 @@ def cmd_data_scan(args: argparse.Namespace) -> int:
     scrubber = Scrubber()  # shows file names that hold a secret scrubbed
     kinds: Counter[str] = Counter()
     items, size = 0, 0
-    for where, text, name in _texts(Path(args.path), scrubber):
-        if text is None:  # a file whose name holds a secret (counted from the scrubber's report below)
-            console.print(f"{where}: secret in the file name (shown scrubbed)", markup=False)
-            continue
-        items += 1
-        size += len(text.encode("utf-8"))
-        for flag in scan_text(text, name, where):
-            kinds[flag.kind] += 1
-            console.print(flag.text(), markup=False)
+    with console.status("reading ...") as status:  # a spinner on a terminal, nothing in a log
+        for where, text, name in _texts(Path(args.path), scrubber):
+            if text is None:  # a file whose name holds a secret (counted from the scrubber's report below)
+                console.print(f"{where}: secret in the file name (shown scrubbed)", markup=False)
+                continue
+            items += 1
+            size += len(text.encode("utf-8"))
+            status.update(f"scanned {items} texts ({size / 1e6:.1f} MB)")
+            for flag in scan_text(text, name, where):
+                kinds[flag.kind] += 1
+                console.print(flag.text(), markup=False)
     for kind, count in scrubber.report.by_kind.items():  # secrets in file names
         kinds["path:" + kind] += count
     seconds = time.perf_counter() - start
