@@ -84,6 +84,7 @@ def cmd_data_fim(args: argparse.Namespace) -> int:
     from finetune.data.formats import get_family
     from finetune.data.inspect import MODES, sample_record, write_jsonl_atomic
     from finetune.data.repo import walk_repository
+    from finetune.data.scrub import Scrubber
     from finetune.data.sources import clean_documents
     from finetune.data.transforms import make_samples
     from finetune.recipe import FimSection
@@ -91,14 +92,15 @@ def cmd_data_fim(args: argparse.Namespace) -> int:
     if args.family:
         get_family(args.family)
     docs, report = walk_repository(args.repo)
-    docs = clean_documents(docs, report, dedup=args.dedup, scrub=not args.keep_secrets)
+    scrubber = Scrubber()
+    docs = clean_documents(docs, report, dedup=args.dedup, scrub=not args.keep_secrets, scrubber=scrubber)
     structured, random_rate = MODES[args.mode]
     fim = FimSection(structured_rate=structured, random_rate=random_rate, spm_rate=args.spm_rate)
     stats: Counter[str] = Counter()
     samples = make_samples(docs, fim, seed=args.seed, max_chars=args.max_chars, stats=stats)
     count = write_jsonl_atomic(Path(args.out), (sample_record(s, args.family) for s in samples))
     console = _console()
-    for line in report.summary_lines():
+    for line in report.summary_lines() + ([] if args.keep_secrets else scrubber.report.lines()):
         console.print(f"[dim]data:[/dim] {line}")
     console.print(f"[dim]samples:[/dim] {', '.join(f'{k} {v}' for k, v in sorted(stats.items()))}")
     console.print(f"wrote {count} samples to {args.out}")
@@ -200,9 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--max-chars", type=types.positive_int, default=4000, help="window size for long files")
     inspect.set_defaults(func=cmd_data_inspect)
     from finetune.data.cache_command import add_cache_parser
+    from finetune.data.scan_command import add_scan_parser
     from finetune.data.sft_command import add_sft_parser
 
     add_sft_parser(data_sub)
+    add_scan_parser(data_sub)
     add_cache_parser(sub)
 
     from finetune.merge import add_merge_parser

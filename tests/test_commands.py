@@ -154,7 +154,7 @@ def test_planted_secrets_never_reach_samples_or_prepared_data(tmp_path: Path, ti
     assert main(["prepare", str(recipe)]) == 0
     [entry] = list((tmp_path / "cache").iterdir())
     report = json.loads((entry / "report.json").read_text())
-    assert report["ingest"]["changed"]["secrets_scrubbed"] >= len(SECRET_VALUES)
+    assert report["ingest"]["secrets"]["spans"] >= len(SECRET_VALUES)
     from datasets import load_from_disk
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -28,6 +28,7 @@ from finetune.data.formats import SampleEncoder
 from finetune.data.holdout import is_held_out
 from finetune.data.mixture import SftData
 from finetune.data.sample import IGNORE_INDEX, Document, Sample
+from finetune.data.scrub import Scrubber
 from finetune.data.sft import Conversation
 from finetune.data.sources import load_data_documents
 from finetune.data.transforms import make_samples
@@ -189,8 +190,9 @@ def sequence_chars(recipe: Recipe, encoder: SampleEncoder, documents: list[Docum
 
 
 def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
-    """Load, split, transform and tokenize the recipe's data."""
-    documents, ingest = load_data_documents(recipe.data)
+    """Load, scrub, split, transform and tokenize the recipe's data."""
+    scrubber = Scrubber()  # one for all sources, so the report counts every secret once
+    documents, ingest = load_data_documents(recipe.data, scrubber)
     train_docs, eval_docs = split_documents(documents, recipe.data.eval_split, recipe.seed)
     max_chars = sequence_chars(recipe, encoder, documents)
     plan = ContextPlan.from_recipe(recipe, encoder, documents, train_docs)
@@ -199,7 +201,7 @@ def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
     def transform(docs: list[Document], seed: int, counts: Counter[str]) -> list[Sample | ContextSample]:
         return make_recipe_samples(recipe, docs, plan, seed=seed, max_chars=max_chars, stats=counts)
 
-    sft = SftData.load(recipe, encoder.tokenizer, encoder.family.name)  # None without instruction sources
+    sft = SftData.load(recipe, encoder.tokenizer, encoder.family.name, scrubber)  # None without instruction sources
     chat = sft.chat if sft else None
     train_items = transform(train_docs, recipe.seed, stats)
     if sft:
@@ -221,4 +223,7 @@ def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
     if sft:
         ingest_report["instructions"] = sft.report.to_dict()
         ingest_lines += sft.report.lines()
+    if recipe.data.scrub_secrets:
+        ingest_report["secrets"] = scrubber.report.to_dict()
+        ingest_lines += scrubber.report.lines()
     return PreparedData(train, evaluation, ingest_report, ingest_lines, eval_paths, dict(stats))

@@ -25,6 +25,7 @@ from finetune.data.sample import Document
 from finetune.data.sft import Conversation, InstructionFile, SftReport, load_conversations
 
 if TYPE_CHECKING:
+    from finetune.data.scrub import Scrubber
     from finetune.recipe import DataSection, Recipe
 
 
@@ -90,11 +91,17 @@ class SftData:
     report: SftReport
 
     @classmethod
-    def load(cls, recipe: Recipe, tokenizer: Any, family: str | None) -> SftData | None:
-        """None when the recipe has no instruction source."""
+    def load(
+        cls, recipe: Recipe, tokenizer: Any, family: str | None, scrubber: Scrubber | None = None
+    ) -> SftData | None:
+        """None when the recipe has no instruction source. Secrets are scrubbed from every turn by `scrubber` (a new
+        one when none is given) unless the recipe says `scrub_secrets: false`."""
+        from finetune.data.scrub import Scrubber
+
         sources = instruction_sources(recipe.data)
         if not sources:
             return None
+        scrubber = (scrubber or Scrubber()) if recipe.data.scrub_secrets else None
         chat, _ = chat_setup(tokenizer, recipe.data, family)
         decon = recipe.data.sft.decontaminate
         checker = (
@@ -107,7 +114,7 @@ class SftData:
         evaluation: list[Conversation] = []
         for source in sources:
             spec = InstructionFile(source.path, source.format, dict(source.columns), source.on_bad_line, source.split)
-            conversations, part = load_conversations(spec)
+            conversations, part = load_conversations(spec, scrubber)
             if checker is not None:
                 clean = []
                 for conv in conversations:

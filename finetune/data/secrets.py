@@ -1,17 +1,18 @@
-"""Replace credentials in source text with a placeholder before a model can memorise them.
+"""Replace credentials in text with a placeholder before a model can memorise them.
 
 A model fine-tuned on a repository will happily complete `AWS_SECRET_ACCESS_KEY = "` with the real key it saw in
-training. Two layers find secrets: detect-secrets' plugins (run in memory, line by line, with their false-positive
-filters) and this module's own patterns for multi-line private keys, well-known token shapes and `key = value`
-assignments in code and configuration files. Every hit becomes a character span; overlapping spans from both layers
-merge into one, so each secret is replaced (and counted) once and every character outside it is kept as it was.
+training. Three layers find secrets: detect-secrets' plugins (run in memory, line by line, with their false-positive
+filters); known formats (`secret_shapes`: private keys, AWS/GitHub/Slack/Stripe/... token shapes) and `key = value`
+assignments in code and configuration files; and rules for what only the surroundings or an encoding give away
+(`secret_rules`: credentials in prose, random-looking config values, an AWS secret next to its key id, split string
+literals, hex/base64 payloads). Every hit becomes a character span; overlapping spans merge into one, so each secret
+is replaced (and counted) once, under its most specific kind, and every character outside it is kept as it was.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
@@ -20,6 +21,8 @@ from detect_secrets.plugins.base import BasePlugin
 from detect_secrets.plugins.high_entropy_strings import HighEntropyStringsPlugin
 
 from finetune.data.languages import detect_language
+from finetune.data.secret_rules import context_findings
+from finetune.data.secret_shapes import Finding, known_format_findings, plausible_value
 
 SECRET_PLACEHOLDER = "<SECRET>"
 
@@ -35,12 +38,26 @@ HIGH_ENTROPY_PLUGINS = frozenset({"Base64HighEntropyString", "HexHighEntropyStri
 CREDENTIAL_CONTEXT = re.compile(r"key|secret|token|pass|pwd|auth|credential|bearer", re.IGNORECASE)
 # detect-secrets' plugins that are left out. A public IP address is not a credential. KeywordDetector takes any
 # identifier that merely contains a keyword (`PASSWORD_PROMPT`, `'MODULE_PWD_STATE': 'yes'` in the stdlib), and it
-# is the slowest plugin; this module's assignment patterns cover the same ground with stricter keys.
+# is the slowest plugin; this module's assignment patterns and secret_rules' prose rule cover the same ground with
+# stricter keys and values.
 DISABLED_PLUGINS = frozenset({"IPPublicDetector", "KeywordDetector"})
 # detect-secrets' `vendor_key = value` detectors for Cloudant, IBM Cloud and SoftLayer took two thirds of its scan
 # time on the stdlib; each needs a value of at least 24 word characters, so they only see lines with such a run.
 LONG_VALUE_PLUGINS = frozenset({"CloudantDetector", "IbmCloudIamDetector", "IbmCosHmacDetector", "SoftlayerDetector"})
 _LONG_RUN = re.compile(r"[A-Za-z0-9_-]{24}")
+# Cheap tests that a plugin's patterns cannot match without (read from each plugin's regexes): the slowest plugins
+# scan every position of the text, so skipping texts that lack their fixed part keeps the scan near 3 MB/s.
+_PLUGIN_NEEDS: dict[str, Callable[[str, str], bool]] = {
+    "ArtifactoryDetector": lambda text, _: "AKC" in text or _ARTIFACTORY_PASSWORD.search(text) is not None,
+    "MailchimpDetector": lambda text, _: "-us" in text,
+    "TelegramBotTokenDetector": lambda text, _: _TELEGRAM.search(text) is not None,
+    "SlackDetector": lambda text, lowered: "xox" in lowered or "hooks.slack.com" in text,
+    "AWSKeyDetector": lambda text, lowered: "aws" in lowered or any(p in text for p in _AWS_PREFIXES),
+    "StripeDetector": lambda text, _: "k_live_" in text,
+}
+_ARTIFACTORY_PASSWORD = re.compile(r"AP[0-9A-F]")
+_TELEGRAM = re.compile(r"[0-9]{8}:")
+_AWS_PREFIXES = ("A3T", "ABIA", "ACCA", "AKIA", "ASIA")
 # Lines longer than this are not given to detect-secrets (minified data, not credentials; some of its regexes
 # backtrack badly on them). This module's own patterns still see them.
 MAX_SCAN_LINE_CHARS = 4000
@@ -49,16 +66,12 @@ MAX_SCAN_LINE_CHARS = 4000
 MIN_ASSIGNED_CHARS = 4
 # Languages whose values need no quotes (`PASSWORD=hunter2`, `password: hunter2`); elsewhere only quoted string
 # literals count, so that `password = get_password()` in code is left alone.
-UNQUOTED_VALUE_LANGUAGES = frozenset({"dotenv", "ini", "properties", "yaml", "shell", "dockerfile", "makefile"})
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One secret's character span in the text and the detector that found it (`kind`)."""
-
-    start: int
-    end: int
-    kind: str
+UNQUOTED_VALUE_LANGUAGES = frozenset(
+    {"dotenv", "ini", "properties", "yaml", "toml", "shell", "dockerfile", "makefile"}
+)
+# When spans of several detectors merge, the span is counted under the most specific kind: a named format first,
+# then a rule that needed context, then a bare assignment, then a high-entropy string.
+_GENERIC_KINDS = {"assignment": 1, "prose_credential": 2, "config_entropy": 2, **dict.fromkeys(HIGH_ENTROPY_PLUGINS, 3)}
 
 
 def scrub_secrets(text: str, path: str, *, placeholder: str | None = None) -> tuple[str, int]:
@@ -72,23 +85,33 @@ def scrub_secrets(text: str, path: str, *, placeholder: str | None = None) -> tu
 
 def find_secrets(text: str, path: str) -> list[Finding]:
     """Every hit of every detector, unmerged (so a caller can see which detector found what)."""
-    language = detect_language(path) or ""
+    language = detect_language(path) or ("toml" if path.endswith(".toml") else "")  # the walker skips TOML files
     lowered = text.lower()  # for the cheap substring tests that let most files skip most regexes
-    findings = [*_pem_findings(text), *_shape_findings(text, lowered)]
+    findings = [*known_format_findings(text, lowered)]
     findings += _assignment_findings(text, lowered, unquoted=language in UNQUOTED_VALUE_LANGUAGES)
-    findings += _detect_secrets_findings(text, path)
-    return [finding for finding in findings if text[finding.start : finding.end] != SECRET_PLACEHOLDER]
+    findings += context_findings(text, lowered, language)
+    findings += _detect_secrets_findings(text, lowered, path)
+    return [finding for finding in findings if not text.startswith(SECRET_PLACEHOLDER, finding.start)]
+
+
+def merge_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Sorted, non-overlapping findings covering every finding, each under its most specific kind."""
+    merged: list[Finding] = []
+    for found in sorted(findings, key=lambda f: (f.start, f.end)):
+        if found.end <= found.start:
+            continue
+        if merged and found.start < merged[-1].end:
+            last = merged[-1]
+            kind = min(last.kind, found.kind, key=lambda kind: _GENERIC_KINDS.get(kind, 0))
+            merged[-1] = Finding(last.start, max(last.end, found.end), kind)
+        else:
+            merged.append(found)
+    return merged
 
 
 def merge_spans(findings: Iterable[Finding]) -> list[tuple[int, int]]:
     """Sorted, non-overlapping (start, end) spans covering every finding."""
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted((finding.start, finding.end) for finding in findings if finding.end > finding.start):
-        if merged and start < merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
+    return [(found.start, found.end) for found in merge_findings(findings)]
 
 
 def replace_spans(text: str, spans: list[tuple[int, int]], placeholder: str) -> str:
@@ -100,96 +123,6 @@ def replace_spans(text: str, spans: list[tuple[int, int]], placeholder: str) -> 
         position = end
     pieces.append(text[position:])
     return "".join(pieces)
-
-
-# --- private keys -------------------------------------------------------------------------------------------------
-
-# A whole PEM/PGP/OpenSSH private key block, also inside a string literal with `\n` escapes (a JSON service account).
-_PEM_BLOCK = re.compile(
-    r"-----BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----.*?-----END (?P=kind)-----", re.DOTALL
-)
-# A truncated block (no END line): the header and the base64 lines that follow it.
-_PEM_HEADER = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:[ \t]*\r?\n[ \t]*[A-Za-z0-9+/=]{16,})*")
-
-
-def _pem_findings(text: str) -> Iterator[Finding]:
-    if "PRIVATE KEY" not in text:
-        return
-    for pattern in (_PEM_BLOCK, _PEM_HEADER):
-        for match in pattern.finditer(text):
-            yield Finding(match.start(), match.end(), "private_key")
-
-
-# --- well-known token shapes --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Shape:
-    """A token shape; `needles` are lower-case strings one of which the text must hold (a cheap test that lets
-    most files skip the regex). The `secret` group, when the regex has one, is the part that is replaced."""
-
-    kind: str
-    needles: tuple[str, ...]
-    regex: re.Pattern[str]
-
-
-_B = r"(?<![A-Za-z0-9_])"  # the token starts a word ...
-_E = r"(?![A-Za-z0-9_])"  # ... and ends one
-_AWS_ID_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AIPA", "AROA", "ANPA", "ANVA", "APKA")
-_SHAPES = (
-    _Shape(
-        "aws_access_key_id",
-        tuple(prefix.lower() for prefix in _AWS_ID_PREFIXES),
-        re.compile(_B + f"(?:{'|'.join(_AWS_ID_PREFIXES)})[0-9A-Z]{{16}}" + _E),
-    ),
-    _Shape(
-        "aws_secret_access_key",
-        ("aws",),
-        re.compile(
-            r"aws_?secret(?:_?access)?_?key[\"']?\s*(?:=|:|:=|=>)\s*[\"']?(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
-            re.IGNORECASE,
-        ),
-    ),
-    _Shape(
-        "github_token",
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-        re.compile(_B + r"(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})" + _E),
-    ),
-    _Shape("slack_token", ("xox",), re.compile(_B + r"xox[abposr]-[A-Za-z0-9-]{10,250}" + _E)),
-    _Shape("google_api_key", ("aiza",), re.compile(_B + r"AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])")),
-    # OpenAI (sk-..., sk-proj-...) and Anthropic (sk-ant-...) keys: at least 20 characters with a digit in them.
-    _Shape(
-        "sk_api_key",
-        ("sk-",),
-        re.compile(_B + r"sk-(?=[A-Za-z0-9_-]{0,200}[0-9])[A-Za-z0-9_-]{20,250}(?![A-Za-z0-9_-])"),
-    ),
-    _Shape(
-        "stripe_key",
-        ("_live_", "_test_", "whsec_"),
-        re.compile(_B + r"(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,250}|whsec_[A-Za-z0-9]{20,250})" + _E),
-    ),
-    _Shape(
-        "jwt", ("eyj",), re.compile(_B + r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*(?![A-Za-z0-9_-])")
-    ),
-    # `Authorization: Bearer <token>` (at least 16 characters, so prose about "bearer tokens" is left alone).
-    _Shape("bearer_token", ("bearer",), re.compile(r"\b[Bb]earer[ \t]+(?P<secret>[A-Za-z0-9._~+/-]{16,}=*)")),
-    # scheme://user:password@host: only the password is replaced, so the model still learns the URL's shape.
-    _Shape(
-        "url_password",
-        ("://",),
-        re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s:@/'\"`<>]*:(?P<secret>[^\s@/'\"`<>]+)@"),
-    ),
-)
-
-
-def _shape_findings(text: str, lowered: str) -> Iterator[Finding]:
-    for shape in _SHAPES:
-        if not any(needle in lowered for needle in shape.needles):
-            continue
-        group = "secret" if "secret" in shape.regex.groupindex else 0
-        for match in shape.regex.finditer(text):
-            if group == 0 or _plausible_value(match.group(group)):
-                yield Finding(match.start(group), match.end(group), shape.kind)
 
 
 # --- `secret_key = value` assignments -----------------------------------------------------------------------------
@@ -208,12 +141,8 @@ _QUOTED = r"[bBrRuU]?(?:\"(?P<dq>[^\"\s\\]+)\"|'(?P<sq>[^'\s\\]+)')"
 _UNQUOTED = r"(?P<bare>[^\s'\"]*[^\s'\",;])"
 _ASSIGNMENT_QUOTED = re.compile(_SECRET_KEY + _ASSIGN + _QUOTED, re.IGNORECASE)
 _ASSIGNMENT_ANY = re.compile(_SECRET_KEY + _ASSIGN + f"(?:{_QUOTED}|{_UNQUOTED})", re.IGNORECASE)
-# Values that are references, templates or masks, not secrets: ${VAR}, $VAR, {{ var }}, <your-key>, [PAD],
-# `%s:%s` and `{user}:{password}` format strings, `****`, `xxxx`, `...`.
-_TEMPLATED = re.compile(r"^(?:\$.*|<.*>|\[.*\]|.*\{[\w.]*\}.*|.*\{\{.*|.*%[sdr(].*|\*+|x+|\.\.\.)$", re.IGNORECASE)
 # `user, password = "wile", "coyote"`: the first literal belongs to another name, so the pair is left alone.
 _TUPLE_REST = re.compile(r"[ \t]*,[ \t]*[bBrRuU]?[\"']")
-_WORD_CHAR = re.compile(r"[A-Za-z0-9]")
 
 
 def _assignment_findings(text: str, lowered: str, *, unquoted: bool) -> Iterator[Finding]:
@@ -223,7 +152,7 @@ def _assignment_findings(text: str, lowered: str, *, unquoted: bool) -> Iterator
         value = match.group(group)
         if _TUPLE_REST.match(text, match.end()):
             continue
-        if len(value) >= MIN_ASSIGNED_CHARS and _plausible_value(value):
+        if len(value) >= MIN_ASSIGNED_CHARS and plausible_value(value):
             yield Finding(match.start(group), match.end(group), "assignment")
 
 
@@ -236,11 +165,6 @@ def _assignments(pattern: re.Pattern[str], text: str, lowered: str) -> Iterator[
         match = pattern.match(text, start.start())
         if match:
             yield match
-
-
-def _plausible_value(value: str) -> bool:
-    """Whether an assigned value can be a secret: not a template, a reference, a masked value or the placeholder."""
-    return value != SECRET_PLACEHOLDER and bool(_WORD_CHAR.search(value)) and not _TEMPLATED.match(value)
 
 
 # --- detect-secrets -----------------------------------------------------------------------------------------------
@@ -259,15 +183,18 @@ def detect_secrets_plugins() -> tuple[BasePlugin, ...]:
     return tuple(sorted(plugins, key=lambda plugin: type(plugin).__name__))
 
 
-def _detect_secrets_findings(text: str, path: str) -> Iterator[Finding]:
+def _detect_secrets_findings(text: str, lowered: str, path: str) -> Iterator[Finding]:
     """Each plugin runs on the lines that hold one of its candidates in the whole text (most files have none)."""
     lines = _lines(text)
     long_runs = "\n".join(line for _, line in lines if _LONG_RUN.search(line))
     for plugin in detect_secrets_plugins():
-        candidates = _candidates(plugin, long_runs if type(plugin).__name__ in LONG_VALUE_PLUGINS else text)
+        name = type(plugin).__name__
+        if name in _PLUGIN_NEEDS and not _PLUGIN_NEEDS[name](text, lowered):
+            continue
+        candidates = _candidates(plugin, long_runs if name in LONG_VALUE_PLUGINS else text)
         if not candidates:
             continue
-        needs_context = type(plugin).__name__ in HIGH_ENTROPY_PLUGINS
+        needs_context = name in HIGH_ENTROPY_PLUGINS
         for offset, line in lines:
             if not any(candidate in line for candidate in candidates):
                 continue
@@ -276,7 +203,7 @@ def _detect_secrets_findings(text: str, path: str) -> Iterator[Finding]:
             if not heuristic.is_indirect_reference(line):
                 for value in _plugin_values(plugin, path, line):
                     for start, end in _locate(value, line):
-                        yield Finding(offset + start, offset + end, type(plugin).__name__)
+                        yield Finding(offset + start, offset + end, name)
 
 
 def _lines(text: str) -> list[tuple[int, str]]:

@@ -20,9 +20,12 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from finetune.errors import UserError
+
+if TYPE_CHECKING:
+    from finetune.data.scrub import Scrubber
 
 Role = Literal["system", "user", "assistant"]
 FORMATS = ("auto", "evol", "alpaca", "prompt-completion", "sharegpt", "messages")
@@ -324,9 +327,12 @@ class InstructionFile:
     split: str = "train"
 
 
-def iter_conversations(spec: InstructionFile, report: SftReport) -> Iterator[tuple[str, Conversation | RecordProblem]]:
+def iter_conversations(
+    spec: InstructionFile, report: SftReport, scrubber: Scrubber | None = None
+) -> Iterator[tuple[str, Conversation | RecordProblem]]:
     """(locator, conversation or problem) for every record in input order; problems are counted in `report`.
 
+    With a `scrubber`, every turn of every conversation has its secrets replaced before it leaves this function.
     With `on_bad_line: fail` the first problem raises a one-line UserError naming the record. A wrong column
     mapping (a mapped column that no record has) and a file where no record fits are errors either way.
     """
@@ -343,15 +349,16 @@ def iter_conversations(spec: InstructionFile, report: SftReport) -> Iterator[tup
             conversation = to_conversation(record, spec.format, columns, f"{name}:{where}")
         except RecordProblem as problem:
             if spec.on_bad_line == "fail":
+                detail = scrubber.text(str(problem), "", "instruction") if scrubber is not None else problem
                 raise UserError(
-                    f"{spec.path} {where}: {problem} [{problem.reason}]; fix that record or set on_bad_line: skip"
+                    f"{spec.path} {where}: {detail} [{problem.reason}]; fix that record or set on_bad_line: skip"
                 ) from None
             report.skip(problem.reason, where)
             yield where, problem
             continue
         report.records_kept += 1
         report.shapes[conversation.shape] += 1
-        yield where, conversation
+        yield where, scrubber.conversation(conversation) if scrubber is not None else conversation
     _check_outcome(spec, report, columns, seen_columns)
 
 
@@ -377,8 +384,10 @@ def _check_outcome(spec: InstructionFile, report: SftReport, columns: dict[str, 
     raise UserError(f"{spec.path}: no usable record ({reasons}); fix the data or the source's format/columns")
 
 
-def load_conversations(spec: InstructionFile) -> tuple[list[Conversation], SftReport]:
-    """Every usable conversation of one instruction file, and its report."""
+def load_conversations(
+    spec: InstructionFile, scrubber: Scrubber | None = None
+) -> tuple[list[Conversation], SftReport]:
+    """Every usable conversation of one instruction file (secrets replaced when a `scrubber` is given), and its report."""
     report = SftReport()
-    conversations = [c for _, c in iter_conversations(spec, report) if isinstance(c, Conversation)]
+    conversations = [c for _, c in iter_conversations(spec, report, scrubber) if isinstance(c, Conversation)]
     return conversations, report

@@ -77,6 +77,7 @@ def cmd_data_sft(args: argparse.Namespace) -> int:
 
     from finetune.data.chat import ChatEncoder, resolve_template, setup_chat_tokenizer
     from finetune.data.inspect import write_jsonl_atomic
+    from finetune.data.scrub import Scrubber
     from finetune.data.sft import Conversation, InstructionFile, SftReport, iter_conversations
 
     if args.max_length < 8:
@@ -93,12 +94,13 @@ def cmd_data_sft(args: argparse.Namespace) -> int:
     added = setup_chat_tokenizer(tokenizer, template, args.system_prompt, add_tokens=True)
     chat = ChatEncoder(tokenizer, tokenizer.chat_template, template.name)
     report = SftReport()
+    scrubber = Scrubber()
     notes: Counter[str] = Counter()
 
     def records():
-        for where, item in iter_conversations(spec, report):
-            if not isinstance(item, Conversation):
-                yield {"source": where, "skipped": item.reason, "error": str(item)}
+        for where, item in iter_conversations(spec, report, scrubber):
+            if not isinstance(item, Conversation):  # the message may quote a record's value (an unknown role)
+                yield {"source": where, "skipped": item.reason, "error": scrubber.text(str(item), "", "instruction")}
                 continue
             row = chat.encode(item, args.max_length)
             if row.note:
@@ -110,7 +112,7 @@ def cmd_data_sft(args: argparse.Namespace) -> int:
 
     count = write_jsonl_atomic(Path(args.out), records())
     console = Console(highlight=False)
-    for line in report.lines():
+    for line in report.lines() + scrubber.report.lines():
         console.print(f"[dim]data:[/dim] {line}")
     extra = f", added {added} template tokens to the tokenizer in memory" if added else ""
     console.print(f"[dim]template:[/dim] {template.name}{extra}")

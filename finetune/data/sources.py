@@ -10,51 +10,51 @@ from finetune.data.dedup import exact_dedup, near_dedup
 from finetune.data.languages import detect_language
 from finetune.data.repo import IngestReport, walk_repository
 from finetune.data.sample import Document
-from finetune.data.secrets import scrub_secrets
+from finetune.data.scrub import Scrubber
 from finetune.errors import UserError
 from finetune.recipe import DataSection, DatasetSource, JsonlSource, RepoSource, Source, TextSource
 
 
 def clean_documents(
-    documents: list[Document], report: IngestReport, *, dedup: str = "near", threshold: float = 0.85, scrub: bool = True
+    documents: list[Document],
+    report: IngestReport,
+    *,
+    dedup: str = "near",
+    threshold: float = 0.85,
+    scrub: bool = True,
+    scrubber: Scrubber | None = None,
 ) -> list[Document]:
-    """Drop duplicates and scrub secrets, counting every file removed and every secret replaced in `report`."""
+    """Scrub secrets (texts and paths, first: dedup keys must not hold them) and drop duplicates, counting every file
+    removed in `report` and every secret replaced in `scrubber.report` (a new Scrubber when none is given)."""
+    if scrub:
+        documents = (scrubber or Scrubber()).documents(documents, "repo")
     if dedup in ("exact", "near"):
         documents, removed = exact_dedup(documents)
         report.skipped["duplicate"] += removed
     if dedup == "near":
         documents, removed = near_dedup(documents, threshold=threshold)
         report.skipped["near_duplicate"] += removed
-    if scrub:
-        scrubbed = []
-        for doc in documents:
-            text, found = scrub_secrets(doc.text, doc.path)
-            if found:
-                report.changed["secrets_scrubbed"] += found
-                report.changed["files_with_secrets"] += 1
-                doc = Document(path=doc.path, language=doc.language, text=text)
-            scrubbed.append(doc)
-        documents = scrubbed
     report.files_kept = len(documents)
     report.bytes_kept = sum(len(doc.text.encode("utf-8")) for doc in documents)
     report.languages = Counter(doc.language for doc in documents)
     return documents
 
 
-def load_data_documents(data: DataSection) -> tuple[list[Document], IngestReport]:
-    """The recipe's documents after loading, deduplication and secret scrubbing."""
-    documents, report = load_documents(data.sources)
+def load_data_documents(data: DataSection, scrubber: Scrubber | None = None) -> tuple[list[Document], IngestReport]:
+    """The recipe's documents after loading, secret scrubbing (with `scrubber`, or a new one, unless the recipe
+    says `scrub_secrets: false`) and deduplication."""
+    scrubber = (scrubber or Scrubber()) if data.scrub_secrets else None
+    documents, report = load_documents(data.sources, scrubber)
     if not documents:  # only instruction sources: nothing to clean
         return documents, report
-    documents = clean_documents(
-        documents, report, dedup=data.dedup, threshold=data.near_dup_threshold, scrub=data.scrub_secrets
-    )
+    documents = clean_documents(documents, report, dedup=data.dedup, threshold=data.near_dup_threshold, scrub=False)
     return documents, report
 
 
-def load_documents(sources: list[Source]) -> tuple[list[Document], IngestReport]:
+def load_documents(sources: list[Source], scrubber: Scrubber | None = None) -> tuple[list[Document], IngestReport]:
     """All documents of all document sources, in recipe order, with one merged ingestion report.
 
+    Each source's documents are scrubbed by `scrubber` as soon as they are read (counted under the source's type).
     Instruction sources are skipped here (`finetune.data.mixture` reads them as conversations); a source's `weight`
     or `samples` keeps a subset of its files, counted as `mixture_weight`.
     """
@@ -66,6 +66,8 @@ def load_documents(sources: list[Source]) -> tuple[list[Document], IngestReport]
         if source.type == "instructions":
             continue
         docs, source_report = _LOADERS[type(source)](source)
+        if scrubber is not None:
+            docs = scrubber.documents(docs, source.type)
         selected = select_documents(docs, source)
         if len(selected) < len(docs):
             source_report.skipped["mixture_weight"] += len(docs) - len(selected)
