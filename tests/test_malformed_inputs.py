@@ -126,6 +126,11 @@ BAD_COMMANDS = [
     "data sft {W}/records.jsonl --format foo --out {W}/sft.jsonl",
     "data sft {W}/garbage.jsonl --out {W}/sft.jsonl",
     "data sft {W}/empty.jsonl --out {W}/sft.jsonl",
+    # data scan
+    "data scan {W}/missing",
+    "data scan",
+    "data scan {D} --check=yes",
+    "data scan {D} {D}",
     # cache
     "cache prune --older-than nan --cache-dir {W}/cache",
     "cache prune --older-than -1 --cache-dir {W}/cache",
