@@ -86,6 +86,7 @@ def cmd_data_fim(args: argparse.Namespace) -> int:
     from finetune.data.repo import walk_repository
     from finetune.data.sources import clean_documents
     from finetune.data.transforms import make_samples
+    from finetune.outdir import sweep_stale
     from finetune.recipe import FimSection
 
     if args.family:
@@ -96,8 +97,11 @@ def cmd_data_fim(args: argparse.Namespace) -> int:
     fim = FimSection(structured_rate=structured, random_rate=random_rate, spm_rate=args.spm_rate)
     stats: Counter[str] = Counter()
     samples = make_samples(docs, fim, seed=args.seed, max_chars=args.max_chars, stats=stats)
+    swept = sweep_stale(Path(args.out).parent, [Path(args.out).name])
     count = write_jsonl_atomic(Path(args.out), (sample_record(s, args.family) for s in samples))
     console = _console()
+    for line in swept:
+        console.print(f"[dim]note:[/dim] {line}")
     for line in report.summary_lines():
         console.print(f"[dim]data:[/dim] {line}")
     console.print(f"[dim]samples:[/dim] {', '.join(f'{k} {v}' for k, v in sorted(stats.items()))}")

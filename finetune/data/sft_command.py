@@ -77,6 +77,7 @@ def cmd_data_sft(args: argparse.Namespace) -> int:
     from finetune.data.chat import ChatEncoder, resolve_template, setup_chat_tokenizer
     from finetune.data.inspect import write_jsonl_atomic
     from finetune.data.sft import Conversation, InstructionFile, SftReport, iter_conversations
+    from finetune.outdir import sweep_stale
 
     if args.max_length < 8:
         raise UserError("--max-length must be at least 8")
@@ -107,8 +108,11 @@ def cmd_data_sft(args: argparse.Namespace) -> int:
                 record["note"] = row.note
             yield {**record, "input_ids": row.input_ids, "labels": row.labels}
 
+    swept = sweep_stale(Path(args.out).parent, [Path(args.out).name])
     count = write_jsonl_atomic(Path(args.out), records())
     console = Console(highlight=False)
+    for line in swept:
+        console.print(f"[dim]note:[/dim] {line}")
     for line in report.lines():
         console.print(f"[dim]data:[/dim] {line}")
     extra = f", added {added} template tokens to the tokenizer in memory" if added else ""
