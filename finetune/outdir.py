@@ -127,6 +127,8 @@ class AtomicDir:
         try:
             self.final.parent.mkdir(parents=True, exist_ok=True)
             self.swept = sweep_stale(self.final.parent, [self.final.name])
+            if self.swept:
+                self.check()  # a previous output put back by the sweep is protected like any other
             self.temp = make_temp_dir(self.final)
         except OSError as exc:
             raise UserError(
