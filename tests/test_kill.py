@@ -7,6 +7,7 @@ tiny model, 6 steps with a checkpoint every 2, and compares with one uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -105,9 +106,14 @@ class Process:
             time.sleep(0.05)
         return code
 
-    def kill(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)
-        assert self.wait(30) == -signal.SIGKILL
+    def kill(self) -> int:
+        """kill -9; returns the exit status (0 when it finished just before the signal)."""
+        if self.poll() is None:  # not reaped yet, so the pid is still this process's
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        code = self.wait(30)
+        assert code in (0, -signal.SIGKILL), self.output()[-3000:]
+        return code
 
     def paused(self, timeout: float = 240) -> None:
         """Wait until the process reached its pause phase."""
@@ -156,7 +162,7 @@ class Launcher:
         """Run until the phase, kill -9 there; returns the output."""
         proc = self.train(phase, *args) if command == "train" else self.start(phase, command, *args)
         proc.paused()
-        proc.kill()
+        assert proc.kill() == -signal.SIGKILL
         return proc.output()
 
     def finish(self, *args: str, command: str = "train") -> str:
@@ -189,7 +195,7 @@ def test_killed_while_preparing_and_mid_run_then_resumed(launcher, tmp_path, ref
     error = [line for line in second.stderr.splitlines() if line.startswith("error:")]
     assert error == [error[0]] and f"is in use by another finetune run (pid {first.pid} on " in error[0]
     assert "Traceback" not in second.stderr
-    first.kill()
+    assert first.kill() == -signal.SIGKILL
     log = first.output()
     assert "removed a stale temporary folder from a killed run" in log and "no complete checkpoint" in log
     assert not list((tmp_path / "cache").glob(".*.partial"))
@@ -240,6 +246,19 @@ def test_killed_merge_leaves_nothing_behind(launcher, tmp_path, reference) -> No
     assert not list(tmp_path.glob(".merged.*")) and (merged / "model.safetensors").is_file()
 
 
+def kill_point(proc: Process, rng: random.Random) -> dict:
+    """Wait until a random moment after this process's 1st or 2nd step: in that step's save or in the next step."""
+    target, seen, times = rng.randint(1, 2), 0, []
+    while proc.poll() is None and seen < target:
+        count = proc.output().count("'loss'")  # one line per step (logging_steps=1)
+        if count > seen:
+            seen, times = count, [*times, time.monotonic()]
+        time.sleep(0.005)
+    step_s = times[-1] - times[-2] if len(times) > 1 else 0.2
+    time.sleep(delay := rng.uniform(0.0, step_s))
+    return {"step_of_this_process": target, "into_it_s": round(delay, 3)}
+
+
 def test_random_kills_then_resume(launcher, tmp_path, tiny_model_dir, code_repo, reference) -> None:
     """Killed at random moments (a checkpoint every step, two kept: saves and rotations are often hit)."""
     data = recipe_data(tmp_path / "run", tiny_model_dir, code_repo)
@@ -252,18 +271,14 @@ def test_random_kills_then_resume(launcher, tmp_path, tiny_model_dir, code_repo,
     newest, finished = 0, False
     while len(kills) < 5 and not finished:
         proc = launcher.train("none", "resume=true")
-        while proc.poll() is None and "'loss'" not in proc.output():  # the first step of this process is done
-            time.sleep(0.02)
-        time.sleep(delay := round(rng.uniform(0.0, 1.0), 3))
-        finished = proc.poll() is not None  # it finished first: nothing left to kill
+        delay = kill_point(proc, rng)
+        finished = proc.kill() == 0  # it finished first: nothing left to kill
         if finished:
-            assert proc.wait(1) == 0, proc.output()[-3000:]
             newest = STEPS
             break
-        proc.kill()
         complete = assert_complete_ones_load(partial)
         incomplete = {p.name: problem(p) for _, p in checkpoints(partial) if problem(p) is not None}
-        kills.append({"after_s": delay, "complete": complete, "incomplete": incomplete})
+        kills.append({**delay, "complete": complete, "incomplete": incomplete})
         assert complete and complete[-1] >= newest or not newest, (seed, kills)  # a complete one is never lost
         newest = complete[-1] if complete else newest
     log = launcher.finish("resume=true")
