@@ -11,6 +11,7 @@ its step and every weights/optimizer file is whole. Incomplete checkpoints are r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -149,7 +150,8 @@ def settle(directory: Path) -> tuple[Path | None, list[str]]:
         if why is None:
             if not (path / MARKER).is_file():
                 notes.append(f"{path.name} has no completion marker but its files are whole: marked it complete")
-                mark_complete(path, step)
+                with contextlib.suppress(OSError):  # a read-only copy still resumes
+                    mark_complete(path, step)
             chosen = chosen or path
             continue
         aside = path.with_name(f"{QUARANTINE_PREFIX}{path.name}-{stamp}")

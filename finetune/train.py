@@ -283,7 +283,7 @@ def _run_locked(recipe: Recipe, state, rundir: RunDir, console, callbacks: list)
             console.print(f"[dim]data:[/dim] {'reused' if cached else 'cached'} prepared dataset {entry}")
         _, notes = rundir.prepare(overwrite=recipe.overwrite, resume=recipe.resume)
         for line in notes if console is not None else []:
-            console.print(f"[dim]resume:[/dim] {line}")
+            console.print(f"[dim]run:[/dim] {line}")
     state.wait_for_everyone()
     try:
         new_token_ids = list(range(len(tokenizer) - added, len(tokenizer)))
