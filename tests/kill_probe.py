@@ -148,7 +148,9 @@ def serve() -> None:
         readable, _, _ = select.select([sys.stdin], [], [], 0.05)
         if readable:
             line = sys.stdin.readline()
-            if not line:
+            if not line:  # the test session ended: end what a failed test left paused
+                for pid in logs:
+                    os.kill(pid, 9)
                 return
             request = json.loads(line)
             pid = os.fork()
