@@ -87,6 +87,7 @@ def cmd_data_fim(args: argparse.Namespace) -> int:
     from finetune.data.scrub import Scrubber
     from finetune.data.sources import clean_documents
     from finetune.data.transforms import make_samples
+    from finetune.outdir import sweep_stale
     from finetune.recipe import FimSection
 
     if args.family:
@@ -98,8 +99,11 @@ def cmd_data_fim(args: argparse.Namespace) -> int:
     fim = FimSection(structured_rate=structured, random_rate=random_rate, spm_rate=args.spm_rate)
     stats: Counter[str] = Counter()
     samples = make_samples(docs, fim, seed=args.seed, max_chars=args.max_chars, stats=stats)
+    swept = sweep_stale(Path(args.out).parent, [Path(args.out).name])
     count = write_jsonl_atomic(Path(args.out), (sample_record(s, args.family) for s in samples))
     console = _console()
+    for line in swept:
+        console.print(f"[dim]note:[/dim] {line}")
     for line in report.summary_lines() + ([] if args.keep_secrets else scrubber.report.lines()):
         console.print(f"[dim]data:[/dim] {line}")
     console.print(f"[dim]samples:[/dim] {', '.join(f'{k} {v}' for k, v in sorted(stats.items()))}")

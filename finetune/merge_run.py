@@ -257,7 +257,7 @@ def _record(plan: MergePlan, seconds: float, check: VerifyResult | None) -> dict
         "seconds": round(seconds, 2),
         "peak_rss_bytes": peak_rss_bytes(),
         "verify": check.to_dict() if check else None,
-        "notes": plan.notes,
+        "notes": plan.notes + plan.out.swept,
     }
 
 
@@ -272,6 +272,8 @@ def run_merge(args: argparse.Namespace) -> int:
         console.print(f"[yellow]note:[/yellow] {note}")
     steps = _Steps(console)
     directory = plan.out.begin()
+    for line in plan.out.swept:
+        console.print(f"[yellow]note:[/yellow] {line}")
     try:
         write_output(plan, steps, directory)
         (directory / "merge.json").write_text(json.dumps(_record(plan, 0.0, None), indent=2) + "\n")

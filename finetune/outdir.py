@@ -1,27 +1,106 @@
-"""An output directory written under a temporary name next to it and renamed into place only when complete.
+"""Outputs written under a temporary name next to them and renamed into place only when complete.
 
-A crash or Ctrl-C leaves the previous contents (or nothing) at the final path, never half a model.
+A crash or Ctrl-C leaves the previous contents (or nothing) at the final path, never half a model. A kill -9 cannot
+clean up after itself, so every temporary name carries its owner (`.NAME.<pid>@<host>.<random>.partial|tmp|old`):
+the next command writing to the same place removes the ones whose owner is dead (`sweep_stale`), and never touches
+one whose owner is alive or runs on another host.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from finetune.errors import UserError
 
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63] or "host"
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[A-Za-z0-9_]+\.(?P<kind>partial|tmp|old)$")
+
+
+def temp_prefix(final: Path) -> str:
+    """The start of a temporary name for `final` that says which process owns it (for mkdtemp/mkstemp)."""
+    return f".{final.name}.{os.getpid()}@{_HOST}."
+
+
+def make_temp_dir(final: Path, kind: str = "partial") -> Path:
+    """An empty directory next to `final`, named after its owner, with ordinary permissions (mkdtemp's are 0700)."""
+    temp = Path(tempfile.mkdtemp(prefix=temp_prefix(final), suffix=f".{kind}", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    temp.chmod(0o777 & ~umask)
+    return temp
+
+
+def make_temp_file(final: Path) -> tuple[int, Path]:
+    """An open file descriptor and path next to `final`, named after its owner."""
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(final), suffix=".tmp", dir=final.parent)
+    return fd, Path(name)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists here (a reused id counts as alive: the safe mistake)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(folder: Path, names: Iterable[str] | None = None) -> list[str]:
+    """Remove temporary paths in `folder` left by killed processes of this host; one line per path for the report.
+
+    Only paths named by `temp_prefix` count, only for the given output `names` (all when None), and only when the
+    owner is dead. A stale `.old` whose output is missing is the previous output, moved aside by a replacement that
+    was killed between its two renames: it is put back rather than deleted.
+    """
+    wanted = None if names is None else set(names)
+    lines: list[str] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return lines
+    for path in entries:
+        match = _TEMP.match(path.name)
+        if match is None or (wanted is not None and match["name"] not in wanted):
+            continue
+        if match["host"] != _HOST or pid_alive(int(match["pid"])):
+            continue
+        final = folder / match["name"]
+        kind = "folder" if path.is_dir() else "file"
+        try:
+            if match["kind"] == "old" and not final.exists():
+                path.rename(final)
+                lines.append(f"restored {final} from an interrupted replacement (process {match['pid']} was killed)")
+                continue
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        except FileNotFoundError:  # another command swept it first
+            continue
+        except OSError as exc:
+            lines.append(f"could not remove stale temporary {kind} {path} ({exc.strerror}): delete it by hand")
+            continue
+        lines.append(f"removed a stale temporary {kind} from a killed run (process {match['pid']}): {path}")
+    return lines
+
 
 class AtomicDir:
-    """`check()` refuses to clobber, `begin()` makes the temporary directory, `commit()` renames it into place."""
+    """`check()` refuses to clobber, `begin()` sweeps killed runs' leftovers and makes the temporary directory,
+    `commit()` renames it into place."""
 
     def __init__(self, final: str | Path, force: bool = False, option: str = "--out"):
         self.final = Path(final).expanduser()
         self.force = force
         self.option = option
         self.temp: Path | None = None
+        self.swept: list[str] = []  # what begin() cleaned up after killed runs, for the summary
 
     def check(self, protected: Sequence[Path] = ()) -> None:
         """No side effects: fail before any work when the output path is taken or would destroy an input."""
@@ -45,16 +124,16 @@ class AtomicDir:
 
     def begin(self) -> Path:
         self.check()
-        self.final.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.temp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".partial", dir=self.final.parent))
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.swept = sweep_stale(self.final.parent, [self.final.name])
+            if self.swept:
+                self.check()  # a previous output put back by the sweep is protected like any other
+            self.temp = make_temp_dir(self.final)
         except OSError as exc:
             raise UserError(
                 f"cannot write {self.option} {self.final} ({exc.strerror}): choose a writable path"
             ) from None
-        umask = os.umask(0)
-        os.umask(umask)
-        self.temp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary directory
         return self.temp
 
     def commit(self) -> Path:
@@ -62,7 +141,7 @@ class AtomicDir:
         assert self.temp is not None, "begin() first"
         old = None
         if self.final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".old", dir=self.final.parent))
+            old = make_temp_dir(self.final, "old")
             old.rmdir()
             self.final.rename(old)
         self.temp.rename(self.final)

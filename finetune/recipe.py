@@ -361,8 +361,11 @@ class Recipe(Section):
     output_dir: str = Field(description="Where the adapter/model, tokenizer, recipe and metrics are written.")
     method: Literal["lora", "qlora", "dora", "full"] = Field("lora", description="What is trained.")
     seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed for data sampling, initialisation and training order.")
-    overwrite: bool = Field(False, description="Replace an existing output_dir from another run.")
-    resume: bool = Field(False, description="Continue from the last checkpoint of this output_dir.")
+    overwrite: bool = Field(False, description="Replace an existing output_dir from another run (unless resume=true).")
+    resume: bool = Field(
+        False,
+        description="Continue from the newest complete checkpoint of this output_dir; wins over overwrite=true.",
+    )
     model: ModelSection
     adapter: AdapterSection = Field(default_factory=AdapterSection, description="LoRA/DoRA settings.")
     quantization: QuantizationSection = Field(default_factory=QuantizationSection, description="QLoRA settings.")
@@ -372,8 +375,6 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Recipe:
-        if self.overwrite and self.resume:
-            raise ValueError("overwrite and resume contradict each other: set only one of them")
         if self.quantization.fp32_norms and self.method != "qlora":
             raise ValueError("quantization.fp32_norms applies to method=qlora only: remove it or set method=qlora")
         return self

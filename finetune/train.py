@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from finetune.checkpoints import CompletionMarker, checkpoint_step
 from finetune.collate import TokenCounter, packed_rows_collator, packing_layout
 from finetune.consolidate import save_final_model
 from finetune.data.build import PreparedData
@@ -41,10 +42,28 @@ class MetricsCallback(TrainerCallback):
         self.path = path
         self.history: list[dict[str, Any]] = []
         self.tokens = TokenCounter()
+        self.tokens_before = 0  # tokens seen before the checkpoint this run resumed from
         self._last: tuple[float, int] | None = None
 
+    def resume_at(self, step: int) -> None:
+        """Keep only what was logged up to the checkpoint the run starts from (main process).
+
+        A killed run logged steps after its last checkpoint, and maybe half a line; the resumed run logs them
+        again. At the checkpoint's own step, the loss and eval lines came before the save and stay; the end-of-run
+        lines (train summary, final eval, completion scores) come again.
+        """
+        kept = [
+            record
+            for record in _read_metrics(self.path, lenient=True)
+            if record.get("step", 0) < step or (record.get("step") == step and ("loss" in record or "eval_loss" in record))
+        ]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        tmp.replace(self.path)
+        self.tokens_before = next((r["tokens_seen"] for r in reversed(kept) if "tokens_seen" in r), 0)
+
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._last = (time.perf_counter(), 0)
+        self._last = (time.perf_counter(), self.tokens_before)
         if model is not None:
             self.tokens.attach(model)
 
@@ -55,7 +74,7 @@ class MetricsCallback(TrainerCallback):
         if logs is None:
             return
         now = time.perf_counter()
-        tokens = self.tokens.real * max(1, args.world_size)
+        tokens = self.tokens_before + self.tokens.real * max(1, args.world_size)
         if "loss" in logs and self._last is not None:
             then, seen = self._last
             logs["tokens_seen"] = tokens
@@ -218,10 +237,12 @@ def run(recipe: Recipe, console=None, callbacks: list | None = None) -> RunSumma
     """Train as the recipe says; returns the summary on the main process (None on the others).
 
     Everything that can fail on bad input (output directory, model path, bitsandbytes, data) is checked before
-    anything is written.
+    anything is written. The main process holds the output directory's lock for the whole run; the others never
+    touch the output directory, so they need no lock.
     """
+    from contextlib import nullcontext
+
     from accelerate import PartialState
-    from transformers import set_seed
 
     from finetune.launch import check_launch
 
@@ -229,6 +250,15 @@ def run(recipe: Recipe, console=None, callbacks: list | None = None) -> RunSumma
     # Without a GPU, accelerate only sets up the process group (gloo) when told to run on CPU.
     state = PartialState(cpu=not torch.cuda.is_available())
     rundir = RunDir(recipe.output_dir)
+    with rundir.lock() if state.is_main_process else nullcontext() as lock:
+        if lock is not None and lock.note and console is not None:
+            console.print(f"[yellow]note:[/yellow] {lock.note}")
+        return _run_locked(recipe, state, rundir, console, callbacks or [])
+
+
+def _run_locked(recipe: Recipe, state, rundir: RunDir, console, callbacks: list) -> RunSummary | None:
+    from transformers import set_seed
+
     rundir.check(overwrite=recipe.overwrite, resume=recipe.resume)
     state.wait_for_everyone()  # every process has checked before the main one creates anything
     runtime = resolve_runtime(recipe.model.dtype)
@@ -245,11 +275,13 @@ def run(recipe: Recipe, console=None, callbacks: list | None = None) -> RunSumma
         if console is not None:
             _print_data_summary(console, data, family)
             console.print(f"[dim]data:[/dim] {'reused' if cached else 'cached'} prepared dataset {entry}")
-        rundir.prepare(overwrite=recipe.overwrite, resume=recipe.resume)
+        _, notes = rundir.prepare(overwrite=recipe.overwrite, resume=recipe.resume)
+        for line in notes if console is not None else []:
+            console.print(f"[dim]run:[/dim] {line}")
     state.wait_for_everyone()
     try:
         new_token_ids = list(range(len(tokenizer) - added, len(tokenizer)))
-        return _train(recipe, runtime, tokenizer, family, data, rundir, state, new_token_ids, callbacks or [])
+        return _train(recipe, runtime, tokenizer, family, data, rundir, state, new_token_ids, callbacks)
     except UserError:
         if state.is_main_process:
             rundir.discard_if_empty()
@@ -303,6 +335,7 @@ def _train(
 
     from finetune.evaluate.callback import fim_eval_callback
 
+    # the main process has moved incomplete checkpoints aside (RunDir.prepare): the newest one left is complete
     checkpoint = last_checkpoint(rundir.partial) if recipe.resume else None
     # before the model: under ZeRO-3 (zero3_init_flag) the arguments make from_pretrained build it sharded
     args = training_arguments(recipe, runtime, rundir.partial, has_eval=data.eval is not None)
@@ -321,6 +354,8 @@ def _train(
 
         enable_selective_activation_checkpointing(model)
     metrics = MetricsCallback(rundir.partial / "metrics.jsonl")
+    if state.is_main_process:
+        metrics.resume_at(checkpoint_step(checkpoint) if checkpoint else 0)
     layout = packing_layout(recipe.data.packing_layout, model.config._attn_implementation or "sdpa", runtime.use_cuda)
     trainer = SFTTrainer(
         model=model,
@@ -331,6 +366,7 @@ def _train(
         peft_config=lora_config(recipe, new_token_ids),
     )
     trainer.callback_handler.callbacks.insert(0, metrics)
+    trainer.add_callback(CompletionMarker())
     if recipe.data.packing and layout == "rows":  # TRL refuses a custom collator with packing: swap it in after
         trainer.data_collator = packed_rows_collator(tokenizer)
     for callback in callbacks:  # e.g. the benchmark's step timer
@@ -356,7 +392,7 @@ def _train(
     losses = [r["loss"] for r in _read_metrics(metrics.path) if "loss" in r]
     runtime_s = float(result.metrics.get("train_runtime", 0.0))
     summary = RunSummary(
-        output_dir=rundir.finalize(),
+        output_dir=rundir.final,
         steps=trainer.state.global_step,
         first_loss=losses[0] if losses else None,
         last_loss=losses[-1] if losses else None,
@@ -369,7 +405,8 @@ def _train(
         data=dict(data.stats),
     )
     summary.trainer = trainer
-    (summary.output_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    (rundir.partial / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    rundir.finalize()  # last: a run killed before this point is resumed, never half-renamed
     return summary
 
 
@@ -383,10 +420,18 @@ def _write_run_files(directory: Path, recipe: Recipe, data: PreparedData) -> Non
     )
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
+def _read_metrics(path: Path, lenient: bool = False) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl; `lenient` skips lines a killed run left unfinished."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if not lenient and line.strip():
+                raise
+    return records
 
 
 def _overall_tokens_per_second(history: list[dict[str, Any]], seconds: float) -> float | None:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from datasets import load_from_disk
@@ -20,6 +19,7 @@ from datasets import load_from_disk
 import finetune
 from finetune.data.build import PreparedData
 from finetune.data.mixture import has_instructions
+from finetune.outdir import make_temp_dir, sweep_stale
 from finetune.recipe import Recipe
 
 
@@ -87,25 +87,37 @@ def load_cached(path: Path) -> PreparedData | None:
     )
 
 
-def save_cached(path: Path, data: PreparedData) -> None:
-    """Write the entry under a temporary name and rename it into place (report.json last marks it complete)."""
+def save_cached(path: Path, data: PreparedData) -> list[str]:
+    """Write the entry under a temporary name and rename it into place (report.json last marks it complete).
+
+    Two prepares of the same recipe may race: the first rename wins and the loser discards its copy (both are the
+    same data, by the key). Returns what was cleaned up after killed prepares, for the summary.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    swept = sweep_stale(path.parent)
+    tmp = make_temp_dir(path)
     try:
         data.train.save_to_disk(str(tmp / "train"))
         if data.eval is not None:
             data.eval.save_to_disk(str(tmp / "eval"))
         (tmp / "report.json").write_text(json.dumps(data.report(), indent=2) + "\n", encoding="utf-8")
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
+        try:
+            tmp.rename(path)
+        except OSError:  # the entry exists: another prepare finished first, or an unusable leftover
+            if not (path / "report.json").is_file():
+                shutil.rmtree(path, ignore_errors=True)
+                tmp.rename(path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    return swept
 
 
 def prepare_cached(recipe: Recipe, encoder, family: str) -> tuple[PreparedData, Path, bool]:
-    """Prepared data for the recipe from the cache, or prepared now and cached; returns (data, entry, was_cached)."""
+    """Prepared data for the recipe from the cache, or prepared now and cached; returns (data, entry, was_cached).
+
+    Leftovers of killed prepares that this one removed are added to the data's ingest lines (the summary shows them).
+    """
     from finetune.data.build import prepare_data
 
     path = cache_path(recipe, cache_key(recipe, family, encoder.tokenizer))
@@ -114,6 +126,7 @@ def prepare_cached(recipe: Recipe, encoder, family: str) -> tuple[PreparedData, 
         return cached, path, True
     data = prepare_data(recipe, encoder)
     if recipe.data.cache:
-        save_cached(path, data)
+        swept = save_cached(path, data)
         data = load_cached(path) or data
+        data.ingest_lines = [*data.ingest_lines, *swept]
     return data, path, False

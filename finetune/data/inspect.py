@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from finetune.data.formats import SampleEncoder, render_text
 from finetune.data.sample import IGNORE_INDEX, Sample
+from finetune.outdir import make_temp_file
 
 MODES = {"structured": (1.0, 0.0), "random": (0.0, 1.0), "mixed": (0.5, 0.5)}
 
@@ -40,7 +40,7 @@ def sample_record(sample: Sample, family: str | None) -> dict:
 def write_jsonl_atomic(path: Path, records) -> int:
     """Write records to `path` through a temporary file in the same folder; returns how many were written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, tmp = make_temp_file(path)
     count = 0
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:

@@ -79,6 +79,7 @@ def cmd_data_sft(args: argparse.Namespace) -> int:
     from finetune.data.inspect import write_jsonl_atomic
     from finetune.data.scrub import Scrubber
     from finetune.data.sft import Conversation, InstructionFile, SftReport, iter_conversations
+    from finetune.outdir import sweep_stale
 
     if args.max_length < 8:
         raise UserError("--max-length must be at least 8")
@@ -110,8 +111,11 @@ def cmd_data_sft(args: argparse.Namespace) -> int:
                 record["note"] = row.note
             yield {**record, "input_ids": row.input_ids, "labels": row.labels}
 
+    swept = sweep_stale(Path(args.out).parent, [Path(args.out).name])
     count = write_jsonl_atomic(Path(args.out), records())
     console = Console(highlight=False)
+    for line in swept:
+        console.print(f"[dim]note:[/dim] {line}")
     for line in report.lines() + scrubber.report.lines():
         console.print(f"[dim]data:[/dim] {line}")
     extra = f", added {added} template tokens to the tokenizer in memory" if added else ""

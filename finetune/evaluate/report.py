@@ -7,22 +7,22 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from finetune.errors import UserError
+from finetune.outdir import make_temp_file
 
 
 def write_atomic(path: Path, text: str) -> Path:
     """Write `text` to `path` through a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = make_temp_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -97,8 +97,12 @@ def plot_scores(path: Path, runs: list[dict], categories: list[str]) -> Path:
     axes[1].set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(shown))])
     axes[1].set_xticklabels(shown, rotation=35, ha="right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    fd, tmp = make_temp_file(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, dpi=110, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path

@@ -378,6 +378,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot and args.benchmark:
         raise UserError("--plot draws per-category FIM scores: use it with --repo")
     _check_out(Path(args.out))
+    from finetune.outdir import sweep_stale
+
+    for line in sweep_stale(Path(args.out), EVAL_FILES):  # leftovers of a killed eval into this folder
+        print(line)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
