@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from finetune.config.schema import QuantizationSection
 from finetune.errors import UserError
-from finetune.recipe import QuantizationSection
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from finetune.tiny import build_tiny_model, build_tokenizer
+from finetune.dev.tiny import build_tiny_model, build_tokenizer
 
 _STDLIB_MODULES = ("textwrap.py", "bisect.py", "colorsys.py", "fnmatch.py")
 _STDLIB_CHARS = 2500

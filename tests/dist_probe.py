@@ -90,9 +90,9 @@ class ShardProbe(TrainerCallback):
 
 
 def main(argv: list[str]) -> int:
-    import finetune.train as train
+    import finetune.training.trainer as train
+    from finetune.config.schema import load_recipe
     from finetune.errors import UserError
-    from finetune.recipe import load_recipe
 
     out = Path(argv[0])
     out.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ def install(phase: str, marker: Path) -> None:
 
         Dataset.save_to_disk = save_then_pause
     elif name == "step":
-        from finetune.train import MetricsCallback
+        from finetune.training.trainer import MetricsCallback
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == int(arg):
@@ -75,9 +75,9 @@ def install(phase: str, marker: Path) -> None:
 
         Trainer._save_optimizer_and_scheduler = half_saved
     elif name == "final":
-        import finetune.train
+        import finetune.training.trainer
 
-        save_final = finetune.train.save_final_model
+        save_final = finetune.training.trainer.save_final_model
 
         def final_half_saved(trainer, output_dir):
             save_final(trainer, output_dir)
@@ -85,7 +85,7 @@ def install(phase: str, marker: Path) -> None:
             _cut_in_half(weights)
             _pause(marker)
 
-        finetune.train.save_final_model = final_half_saved
+        finetune.training.trainer.save_final_model = final_half_saved
     elif name == "rename":
         rename = Path.rename
 
@@ -97,15 +97,15 @@ def install(phase: str, marker: Path) -> None:
 
         Path.rename = rename_then_pause
     elif name == "merge":
-        import finetune.merge_run
+        import finetune.merge.run
 
-        check = finetune.merge_run._check_plain_config
+        check = finetune.merge.run._check_plain_config
 
         def written_then_pause(directory):
             check(directory)
             _pause(marker)
 
-        finetune.merge_run._check_plain_config = written_then_pause
+        finetune.merge.run._check_plain_config = written_then_pause
     elif name != "none":
         raise SystemExit(f"unknown phase {phase}")
 
@@ -122,7 +122,7 @@ def _child(request: dict) -> None:
         os.environ.update(request["env"])
         sys.argv = ["finetune", *request["args"]]
         install(request["phase"], Path(request["marker"]))
-        from finetune.cli import main
+        from finetune.cli.main import main
 
         code = main(request["args"])
     except BaseException:
@@ -138,9 +138,9 @@ def serve() -> None:
     import transformers  # noqa: F401
     import trl  # noqa: F401
 
-    import finetune.cli  # noqa: F401
-    import finetune.merge_run  # noqa: F401
-    import finetune.train  # noqa: F401
+    import finetune.cli.main  # noqa: F401
+    import finetune.merge.run  # noqa: F401
+    import finetune.training.trainer  # noqa: F401
 
     logs: dict[int, str] = {}
     print(json.dumps({"ready": True}), flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.bench_train import StepMeter, bench_toolkit, summarize
+from finetune.dev.bench_train import StepMeter, bench_toolkit, summarize
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
@@ -90,14 +90,14 @@ def test_meter_counts_only_real_tokens_and_skips_the_warmup() -> None:
 
 def test_compare_runs_three_configurations_and_prints_ratios(bench_recipe: Path, tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "finetune.bench", "compare", str(bench_recipe), "--steps", "2", "--warmup", "1"],
+        [sys.executable, "-m", "finetune.dev.bench", "compare", str(bench_recipe), "--steps", "2", "--warmup", "1"],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
-    table = lines[lines.index(next(line for line in lines if line.startswith("finetune.bench compare"))) + 1 :]
+    table = lines[lines.index(next(line for line in lines if line.startswith("finetune.dev.bench compare"))) + 1 :]
     assert [line.split()[0] for line in table[:3]] == ["toolkit", "reference", "trl"]
     padding = [float(line.split("padding")[1].split("%")[0]) for line in table[:3]]
     assert padding[0] < padding[1] and padding[0] < padding[2]  # packed vs padded batches
@@ -108,14 +108,14 @@ def test_compare_runs_three_configurations_and_prints_ratios(bench_recipe: Path,
 def test_bench_writes_json_and_rejects_a_bad_recipe(bench_recipe: Path, tmp_path: Path) -> None:
     result = tmp_path / "r.json"
     ok = subprocess.run(
-        [sys.executable, "-m", "finetune.bench", "train", str(bench_recipe), "--steps", "1", "--warmup", "1",
+        [sys.executable, "-m", "finetune.dev.bench", "train", str(bench_recipe), "--steps", "1", "--warmup", "1",
          "--json", str(result)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert json.loads(result.read_text())["steps"] == 1
     bad = subprocess.run(
-        [sys.executable, "-m", "finetune.bench", "train", str(bench_recipe), "training.batchsize=2"],
+        [sys.executable, "-m", "finetune.dev.bench", "train", str(bench_recipe), "training.batchsize=2"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "training.batchsize" in bad.stderr and "Traceback" not in bad.stderr

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from finetune.data.build import prepare_data, split_documents
-from finetune.data.formats import SampleEncoder
-from finetune.data.sample import IGNORE_INDEX, Document
-from finetune.data.sources import load_documents
+from finetune.config.schema import DatasetSource, JsonlSource, TextSource, validate_recipe
+from finetune.data.ingest.sources import load_documents
+from finetune.data.pipeline import prepare_data, split_documents
+from finetune.data.tokenize.families import SampleEncoder
+from finetune.data.types import IGNORE_INDEX, Document
 from finetune.errors import UserError
-from finetune.recipe import DatasetSource, JsonlSource, TextSource, validate_recipe
 
 
 def test_jsonl_source_reads_fields_and_counts_skips(tmp_path: Path) -> None:

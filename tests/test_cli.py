@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import finetune
-from finetune.cli import main
+from finetune.cli.main import main
 
 
 def write_recipe(tmp_path: Path, model: str, repo: str, **top) -> Path:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.cli import main
-from finetune.data.formats import SampleEncoder, render_text
-from finetune.data.repo import walk_repository
-from finetune.data.sample import Sample
+from finetune.cli.main import main
+from finetune.data.ingest.walk import walk_repository
+from finetune.data.tokenize.families import SampleEncoder, render_text
+from finetune.data.types import Sample
 
 SAMPLE_REPO = Path(__file__).resolve().parents[1] / "data" / "sample-repo"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from finetune.cli import main
-from finetune.complete import Sampling, _finish, generate, load_completer, split_at_cursor
-from finetune.data.formats import SampleEncoder
+from finetune.cli.main import main
+from finetune.data.tokenize.families import SampleEncoder
+from finetune.inference.complete import Sampling, _finish, generate, load_completer, split_at_cursor
 
 CODE = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finetune.data.context import (
+from finetune.data.context.layout import (
     ContextSample,
     RepoRetriever,
     context_query,
@@ -15,9 +15,9 @@ from finetune.data.context import (
     split_identifier,
     with_retrieved_context,
 )
-from finetune.data.formats import FAMILIES
-from finetune.data.languages import comment_line
-from finetune.data.sample import Document, Sample
+from finetune.data.ingest.languages import comment_line
+from finetune.data.tokenize.families import FAMILIES
+from finetune.data.types import Document, Sample
 
 # --------------------------------------------------------------------------------------------- ordering
 
@@ -421,7 +421,7 @@ def test_a_sample_without_a_path_or_matches_gets_no_context() -> None:
 
 
 def test_neighbours_are_the_preceding_files_nearest_first_cut_at_a_line_and_filtered() -> None:
-    from finetune.data.context import neighbor_snippets
+    from finetune.data.context.layout import neighbor_snippets
 
     docs = [Document(f"m{i}.py", "python", f"line_a_{i}\nline_b_{i}\n") for i in range(5)]
     near = neighbor_snippets(docs, n=2, chars=12, allowed={"m0.py", "m1.py", "m3.py", "m4.py"})

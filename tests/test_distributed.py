@@ -19,10 +19,10 @@ import torch
 import yaml
 from conftest import train_recipe
 
-from finetune.cli import main as cli_main
+from finetune.cli.main import main as cli_main
+from finetune.config.schema import validate_recipe
 from finetune.errors import UserError
-from finetune.launch import check_plan, plan_from_config_file, plan_from_env
-from finetune.recipe import validate_recipe
+from finetune.training.launch import check_plan, plan_from_config_file, plan_from_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "tests" / "dist_probe.py"
@@ -392,7 +392,7 @@ def test_multi_gpu_config_on_a_machine_without_gpus_names_the_cpu_alternative(
 
 
 def test_train_refuses_a_bad_launch_before_loading_anything(monkeypatch, tmp_path, tiny_model_dir, code_repo) -> None:
-    import finetune.train as train
+    import finetune.training.trainer as train
 
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(tmp_path / "missing.json"))

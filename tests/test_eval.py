@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from finetune.cli import main
-from finetune.data.repo import walk_repository
+from finetune.cli.main import main
+from finetune.config.schema import validate_recipe
+from finetune.data.ingest.walk import walk_repository
 from finetune.evaluate.items import CATEGORIES, build_items
 from finetune.evaluate.metrics import edit_similarity, exact_match, score_by_category
 from finetune.evaluate.sandbox import run_program
 from finetune.evaluate.truncate import truncate
-from finetune.recipe import validate_recipe
-from finetune.train import run
+from finetune.training.trainer import run
 
 SAMPLE_REPO = Path(__file__).resolve().parents[1] / "data" / "sample-repo"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])

@@ -10,10 +10,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from finetune.data.fim import random_fim, split_long_document
-from finetune.data.sample import Document
-from finetune.data.transforms import make_samples as transform
-from finetune.recipe import FimSection
+from finetune.config.schema import FimSection
+from finetune.data.fim.random_span import random_fim, split_long_document
+from finetune.data.fim.transforms import make_samples as transform
+from finetune.data.types import Document
 
 
 def make_samples(docs, *, fim_rate: float, spm_rate: float, seed: int):

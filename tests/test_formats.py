@@ -12,16 +12,16 @@ import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from finetune.data.formats import (
+from finetune.data.tokenize.families import (
     FAMILIES,
     SampleEncoder,
     aixcoder_header,
     detect_family,
     ensure_fim_tokens,
 )
-from finetune.data.sample import IGNORE_INDEX, Sample
+from finetune.data.types import IGNORE_INDEX, Sample
+from finetune.dev.tiny import build_tiny_model, build_tokenizer
 from finetune.errors import UserError
-from finetune.tiny import build_tiny_model, build_tokenizer
 
 FAMILY_NAMES = sorted(FAMILIES)
 KINDS = ("bpe", "sentencepiece")

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finetune.data import secrets as secrets_module
-from finetune.data.dedup import exact_dedup, minhash, near_dedup, shingle_hashes
-from finetune.data.repo import IngestReport, generated_reason, walk_repository
-from finetune.data.sample import Document
-from finetune.data.secrets import SECRET_PLACEHOLDER, find_secrets, scrub_secrets
+from finetune.data.ingest import secrets as secrets_module
+from finetune.data.ingest.dedup import exact_dedup, minhash, near_dedup, shingle_hashes
+from finetune.data.ingest.secrets import SECRET_PLACEHOLDER, find_secrets, scrub_secrets
+from finetune.data.ingest.walk import IngestReport, generated_reason, walk_repository
+from finetune.data.types import Document
 from finetune.errors import UserError
 
 SAMPLE_REPO = Path(__file__).resolve().parents[1] / "data" / "sample-repo"

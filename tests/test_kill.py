@@ -24,9 +24,9 @@ import yaml
 from conftest import train_recipe
 from safetensors.torch import load_file
 
-from finetune.checkpoints import MARKER, checkpoints, problem
-from finetune.recipe import validate_recipe
-from finetune.train import run
+from finetune.config.schema import validate_recipe
+from finetune.training.checkpoints import MARKER, checkpoints, problem
+from finetune.training.trainer import run
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """Every command rejects malformed input up front: exit status 2, one `error:` line, no traceback, nothing written.
 
-Each case runs the real command line in this process (`finetune.cli.main`), so an unexpected exception fails the
+Each case runs the real command line in this process (`finetune.cli.main.main`), so an unexpected exception fails the
 test with its traceback; the folder the case may write to and the data cache are compared before and after.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.cli import main
+from finetune.cli.main import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = REPO_ROOT / "data" / "tiny-llama"
@@ -297,7 +297,7 @@ def test_missing_source_is_rejected_before_heavy_imports(workspace):
     import sys
 
     probe = (
-        "import sys\nfrom finetune.cli import main\n"
+        "import sys\nfrom finetune.cli.main import main\n"
         f"code = main(['train', {workspace['R']!r}, 'data.sources.0.path=/no/such/repo'])\n"
         "heavy = [m for m in ('torch', 'transformers', 'deepspeed', 'bitsandbytes', 'trl') if m in sys.modules]\n"
         "print(code, heavy)\n"

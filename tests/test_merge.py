@@ -11,9 +11,9 @@ import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-from finetune.cli import main
-from finetune.merge_verify import compute_logits, prompt_ids
-from finetune.tiny import build_tiny_model
+from finetune.cli.main import main
+from finetune.dev.tiny import build_tiny_model
+from finetune.merge.verify import compute_logits, prompt_ids
 
 TIGHT = 1e-4  # fp32 merge: W + s*B@A vs W x + s*B(A x) differ only by the order of additions
 QLORA_TOL = 1e-4  # dequantized 4-bit base: the same NF4 values training computed with, so as tight
@@ -29,7 +29,7 @@ def one_thread():
 
 
 def _bnb_config() -> BitsAndBytesConfig:
-    # what finetune.model.quantization_config builds for a CPU run (compute = storage = fp32)
+    # what finetune.training.model.quantization_config builds for a CPU run (compute = storage = fp32)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -90,7 +90,7 @@ def make_adapter(
 
 
 def peft_logits(base: Path, adapter: Path, prompts, qlora: bool = False, device: str = "cpu") -> list[torch.Tensor]:
-    """Reference logits computed here, independently of finetune.merge: base (4-bit for QLoRA) + PeftModel."""
+    """Reference logits computed here, independently of finetune.merge.options: base (4-bit for QLoRA) + PeftModel."""
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     kwargs = {"quantization_config": _bnb_config()} if qlora else {}
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, device_map={"": device}, **kwargs)
@@ -350,7 +350,7 @@ def test_out_must_not_be_an_input(lora_adapter, capsys):
 
 
 def test_failure_leaves_nothing_behind(lora_adapter, tmp_path, monkeypatch):
-    import finetune.merge_run as merge_run
+    import finetune.merge.run as merge_run
 
     def broken(plan, steps, directory):
         (directory / "half-written").write_text("x")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from finetune.config.schema import apply_overrides, iter_keys, load_recipe, recipe_to_yaml, validate_recipe
 from finetune.errors import UserError
-from finetune.recipe import apply_overrides, iter_keys, load_recipe, recipe_to_yaml, validate_recipe
 
 BASE = """\
 output_dir: runs/x

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from finetune.data import repo as repo_module
-from finetune.data.repo import IngestReport, walk_repository
+from finetune.data.ingest import walk as repo_module
+from finetune.data.ingest.walk import IngestReport, walk_repository
 from finetune.errors import UserError
 
 SAMPLE_REPO = Path(__file__).resolve().parents[1] / "data" / "sample-repo"

@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from finetune.checkpoints import MARKER, mark_complete, problem, settle
-from finetune.cli import main
+from finetune.cli.main import main
 from finetune.errors import UserError
-from finetune.outdir import _HOST, sweep_stale
-from finetune.rundir import RunDir
-from finetune.runlock import RunLock
+from finetune.io import _HOST, sweep_stale
+from finetune.lock import RunLock
+from finetune.run import RunDir
+from finetune.training.checkpoints import MARKER, mark_complete, problem, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def test_resume_wins_over_overwrite_and_a_half_replaced_run_is_cleaned(tmp_path:
 def test_one_run_per_output_dir_and_a_dead_holder_never_blocks(tmp_path: Path) -> None:
     lock_file = tmp_path / "run.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from finetune.runlock import RunLock; "
+        [sys.executable, "-c", "import sys, time; from finetune.lock import RunLock; "
          f"RunLock(__import__('pathlib').Path({str(lock_file)!r}), 'x').acquire(); print('locked', flush=True); "
          "time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -206,8 +206,8 @@ def test_commands_remove_their_killed_runs_temporaries(command, tmp_path, code_r
 def test_two_prepares_of_one_cache_entry_keep_the_first_and_sweep_a_killed_one(tmp_path: Path) -> None:
     from datasets import Dataset
 
-    from finetune.data.build import PreparedData
     from finetune.data.cache import load_cached, save_cached
+    from finetune.data.pipeline import PreparedData
 
     def data(marker: int) -> PreparedData:
         return PreparedData(Dataset.from_dict({"input_ids": [[marker]], "labels": [[marker]]}), None, {}, [], [])
@@ -226,7 +226,7 @@ def test_two_prepares_of_one_cache_entry_keep_the_first_and_sweep_a_killed_one(t
 
 
 def test_resumed_metrics_keep_only_what_was_logged_up_to_the_checkpoint(tmp_path: Path) -> None:
-    from finetune.train import MetricsCallback
+    from finetune.training.trainer import MetricsCallback
 
     path = tmp_path / "metrics.jsonl"
     records = [{"step": s, "loss": 5.0 - s, "tokens_seen": 100 * s} for s in range(1, 6)]

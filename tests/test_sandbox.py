@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.cli import main
+from finetune.cli.main import main
 from finetune.errors import UserError
 from finetune.evaluate.sandbox import DIR_PREFIX, STDERR_KEEP, Sandbox, run_program
 

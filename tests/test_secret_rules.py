@@ -1,5 +1,5 @@
 """Each secret detector on the placements it exists for, and realistic non-secrets that must be left alone; the one
-scrubbing stage (texts, paths, conversations, report); `finetune data scan`; `python -m finetune.bench secrets`."""
+scrubbing stage (texts, paths, conversations, report); `finetune data scan`; `python -m finetune.dev.bench secrets`."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from finetune.bench import main as bench_main
-from finetune.cli import main
-from finetune.data.repo import IngestReport
-from finetune.data.sample import Document
-from finetune.data.scan import mask, scan_text
-from finetune.data.scrub import Scrubber
-from finetune.data.secrets import find_secrets, scrub_secrets
-from finetune.data.sft import Conversation, InstructionFile, load_conversations
-from finetune.data.sources import clean_documents
+from finetune.cli.main import main
+from finetune.data.ingest.scan import mask, scan_text
+from finetune.data.ingest.scrub import Scrubber
+from finetune.data.ingest.secrets import find_secrets, scrub_secrets
+from finetune.data.ingest.sources import clean_documents
+from finetune.data.ingest.walk import IngestReport
+from finetune.data.sft.records import Conversation, InstructionFile, load_conversations
+from finetune.data.types import Document
+from finetune.dev.bench import main as bench_main
 
 RNG = random.Random()
 ALNUM = string.ascii_letters + string.digits

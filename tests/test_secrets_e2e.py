@@ -17,7 +17,7 @@ import pytest
 import yaml
 from secret_plants import Planted, plant
 
-from finetune.cli import main
+from finetune.cli.main import main
 
 SEED = random.SystemRandom().randrange(2**32)  # fresh values every session; printed in every failure message
 INSTRUCTION_FILES = ("evol.jsonl", "alpaca.jsonl", "sharegpt.json", "messages.parquet", "pc.jsonl")

@@ -10,9 +10,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tree_sitter import Node
 
-from finetune.data.grammars import GRAMMAR_MODULES, language_for, parser_for
-from finetune.data.sample import Document
-from finetune.data.sfim import (
+from finetune.data.fim.grammars import GRAMMAR_MODULES, language_for, parser_for
+from finetune.data.fim.structured import (
     CATEGORIES,
     DEFAULT_CATEGORY_WEIGHTS,
     NODE_TYPES,
@@ -21,6 +20,7 @@ from finetune.data.sfim import (
     structured_fim,
     window_for_span,
 )
+from finetune.data.types import Document
 from finetune.errors import UserError
 
 

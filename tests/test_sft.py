@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.cli import main
-from finetune.data.chat import (
+from finetune.cli.main import main
+from finetune.data.sft.chat import (
     AIXCODER_TOKENS,
     CHATML_TOKENS,
     TEMPLATES,
@@ -18,11 +18,11 @@ from finetune.data.chat import (
     resolve_template,
     setup_chat_tokenizer,
 )
-from finetune.data.decontam import Decontaminator, ngrams
-from finetune.data.mixture import repeat_counts, select_documents
-from finetune.data.pieces import PieceEncoder
-from finetune.data.sample import IGNORE_INDEX, Document
-from finetune.data.sft import Conversation, InstructionFile, load_conversations
+from finetune.data.sft.decontam import Decontaminator, ngrams
+from finetune.data.sft.mixture import repeat_counts, select_documents
+from finetune.data.sft.records import Conversation, InstructionFile, load_conversations
+from finetune.data.tokenize.pieces import PieceEncoder
+from finetune.data.types import IGNORE_INDEX, Document
 from finetune.errors import UserError
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from finetune.cli import main
-from finetune.data.build import prepare_data
+from finetune.cli.main import main
+from finetune.config.schema import load_recipe, validate_recipe
 from finetune.data.cache import cache_key
-from finetune.data.formats import SampleEncoder
-from finetune.data.mixture import chat_setup
-from finetune.data.sample import IGNORE_INDEX
+from finetune.data.pipeline import prepare_data
+from finetune.data.sft.mixture import chat_setup
+from finetune.data.tokenize.families import SampleEncoder
+from finetune.data.types import IGNORE_INDEX
 from finetune.errors import UserError
-from finetune.recipe import load_recipe, validate_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTIONS = ROOT / "data" / "instructions.jsonl"
@@ -142,7 +142,7 @@ def test_bad_instruction_source_is_a_one_line_error(mixed: dict, tiny_model_dir:
 def test_quickstart_sft_trains_the_tiny_model_and_saves_the_template(tmp_path: Path, monkeypatch) -> None:
     from transformers import AutoTokenizer
 
-    from finetune.train import run
+    from finetune.training.trainer import run
 
     monkeypatch.chdir(ROOT)
     out = tmp_path / "run"

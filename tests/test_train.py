@@ -12,8 +12,8 @@ import torch
 import yaml
 from conftest import train_recipe
 
-from finetune.recipe import validate_recipe
-from finetune.train import MetricsCallback, run
+from finetune.config.schema import validate_recipe
+from finetune.training.trainer import MetricsCallback, run
 
 
 def recipe_dict(out: Path, model_dir: Path, repo: Path, method: str = "lora", **training) -> dict:
@@ -43,7 +43,7 @@ def reload(out: Path, model_dir: Path, method: str):
         )
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kwargs)
     if method == "qlora":
-        from finetune.model import keep_cpu_4bit_in_full_precision
+        from finetune.training.model import keep_cpu_4bit_in_full_precision
 
         keep_cpu_4bit_in_full_precision(base)  # as training did, whatever the CPU
     return PeftModel.from_pretrained(base, out)
@@ -212,7 +212,7 @@ def test_added_fim_tokens_are_trained_and_saved(tmp_path, tiny_model_dir, code_r
 def test_packed_rows_keep_documents_apart_without_flattening(tiny_model_dir) -> None:
     from transformers import AutoModelForCausalLM
 
-    from finetune.collate import PackedRowsCollator, count_tokens, packing_layout
+    from finetune.training.collate import PackedRowsCollator, count_tokens, packing_layout
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
     docs = [[3, 14, 15, 92], [65, 35, 89], [79, 32, 38, 46, 26], [43, 38], [7, 8, 9]]
@@ -279,7 +279,7 @@ def test_checkpointing_choices_train_as_without_it(choice, every, tmp_path, tiny
 def test_checkpointing_options_that_cannot_apply_are_refused(tmp_path, tiny_model_dir, code_repo) -> None:
     from finetune.errors import UserError
     from finetune.runtime import resolve_runtime
-    from finetune.train import training_arguments
+    from finetune.training.trainer import training_arguments
 
     def arguments(**training):
         recipe = validate_recipe(recipe_dict(tmp_path / "run", tiny_model_dir, code_repo, **training))

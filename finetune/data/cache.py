@@ -17,10 +17,10 @@ from pathlib import Path
 from datasets import load_from_disk
 
 import finetune
-from finetune.data.build import PreparedData
-from finetune.data.mixture import has_instructions
-from finetune.outdir import make_temp_dir, sweep_stale
-from finetune.recipe import Recipe
+from finetune.config.schema import Recipe
+from finetune.data.pipeline import PreparedData
+from finetune.data.sft.mixture import has_instructions
+from finetune.io import make_temp_dir, sweep_stale
 
 
 def default_cache_dir() -> Path:
@@ -118,7 +118,7 @@ def prepare_cached(recipe: Recipe, encoder, family: str) -> tuple[PreparedData, 
 
     Leftovers of killed prepares that this one removed are added to the data's ingest lines (the summary shows them).
     """
-    from finetune.data.build import prepare_data
+    from finetune.data.pipeline import prepare_data
 
     path = cache_path(recipe, cache_key(recipe, family, encoder.tokenizer))
     cached = load_cached(path) if recipe.data.cache else None

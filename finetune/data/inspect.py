@@ -6,9 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from finetune.data.formats import SampleEncoder, render_text
-from finetune.data.sample import IGNORE_INDEX, Sample
-from finetune.outdir import make_temp_file
+from finetune.data.tokenize.families import SampleEncoder, render_text
+from finetune.data.types import IGNORE_INDEX, Sample
+from finetune.io import make_temp_file
 
 MODES = {"structured": (1.0, 0.0), "random": (0.0, 1.0), "mixed": (0.5, 0.5)}
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from finetune.data.formats import SampleEncoder
+from finetune.data.tokenize.families import SampleEncoder
 from finetune.evaluate.items import EvalItem, build_items
 from finetune.evaluate.metrics import score_by_category
 from finetune.evaluate.truncate import truncate
@@ -45,7 +45,7 @@ class FimEvalCallback(TrainerCallback):
         self._last_step: int | None = None
 
     def evaluate(self, model: Any, step: int, epoch: float, is_main: bool) -> dict[str, Any]:
-        from finetune.complete import Completer, Sampling, generate
+        from finetune.inference.complete import Completer, Sampling, generate
 
         completer = Completer(model, self.tokenizer, self.encoder, self.encoder.family.name, "training")
         prompts = [completer.prompt_ids(it.prefix, it.suffix, it.path, it.language) for it in self.items]
@@ -94,7 +94,7 @@ def fim_eval_callback(
     settings = getattr(recipe, "eval", None)
     if settings is None or settings.fim_items <= 0 or not eval_paths:
         return None
-    from finetune.data.sources import load_data_documents
+    from finetune.data.ingest.sources import load_data_documents
 
     held = set(eval_paths)
     documents, _ = load_data_documents(recipe.data)

@@ -3,7 +3,7 @@
 Categories (after aiXcoder's benchmark): method signature, method body, single line, method with comment (the
 comment or docstring stays in the prompt), empty (nothing belongs at the cursor), method body top/middle/bottom
 (the first, middle or last third of a body's statements) and if/for/while/try/switch blocks. Spans come from the
-same tree-sitter walk as structured FIM training (`finetune.data.sfim.find_spans`). Each item records how its
+same tree-sitter walk as structured FIM training (`finetune.data.fim.structured.find_spans`). Each item records how its
 completion is truncated; an item whose own reference that rule would change is left out (and counted), so a
 perfect completion always scores 1.0.
 """
@@ -15,8 +15,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from finetune.data.sample import Document
-from finetune.data.sfim import find_spans, window_for_span
+from finetune.data.fim.structured import find_spans, window_for_span
+from finetune.data.types import Document
 from finetune.errors import UserError
 from finetune.evaluate.truncate import SYNTAX, tokens, truncate
 

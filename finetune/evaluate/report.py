@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from finetune.errors import UserError
-from finetune.outdir import make_temp_file
+from finetune.io import make_temp_file
 
 
 def write_atomic(path: Path, text: str) -> Path:

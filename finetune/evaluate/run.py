@@ -11,7 +11,7 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
-from finetune import cli_args as types
+from finetune.cli import args as types
 from finetune.errors import UserError
 from finetune.evaluate.items import CATEGORIES, EvalItem, build_items
 from finetune.evaluate.metrics import edit_similarity, exact_match, score_by_category
@@ -63,8 +63,8 @@ def held_out_paths(split: Path) -> set[str]:
 
 def held_out_documents(repo: str, split: Path | None, notes: list[str]):
     """The repository's documents that training did not see (all of them when there is no recorded split)."""
-    from finetune.data.repo import IngestReport, walk_repository
-    from finetune.data.sources import clean_documents
+    from finetune.data.ingest.sources import clean_documents
+    from finetune.data.ingest.walk import IngestReport, walk_repository
 
     documents, report = walk_repository(repo)
     documents = clean_documents(documents, report if isinstance(report, IngestReport) else IngestReport(), dedup="none")
@@ -102,7 +102,7 @@ def _label(completer_label: str, taken: set[str]) -> str:
 
 def fim_predictions(completer, items: list[EvalItem], args: argparse.Namespace, progress) -> tuple[list[str], dict]:
     """Raw completions for every item, and generation stats."""
-    from finetune.complete import Sampling, generate
+    from finetune.inference.complete import Sampling, generate
 
     prompts = [completer.prompt_ids(item.prefix, item.suffix, item.path, item.language) for item in items]
     task = progress.add_task(f"completing with {completer.label}", total=len(items))
@@ -115,7 +115,7 @@ def fim_predictions(completer, items: list[EvalItem], args: argparse.Namespace, 
 
 
 def run_fim(args: argparse.Namespace) -> int:
-    from finetune.complete import load_completer
+    from finetune.inference.complete import load_completer
 
     console = _console()
     notes: list[str] = []
@@ -221,7 +221,7 @@ def _print_fim_table(console, runs: list[dict], categories: list[str]) -> None:
 
 def _completions(args, model, adapter, tasks, label_taken: set[str], progress) -> tuple[str, list[str], dict]:
     """A model's label, its (truncated) completion for each task, and generation stats."""
-    from finetune.complete import Sampling, generate, load_completer
+    from finetune.inference.complete import Sampling, generate, load_completer
 
     completer = load_completer(model, adapter, family=args.family, dtype=args.dtype)
     label = _label(completer.label, label_taken)
@@ -378,7 +378,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot and args.benchmark:
         raise UserError("--plot draws per-category FIM scores: use it with --repo")
     _check_out(Path(args.out))
-    from finetune.outdir import sweep_stale
+    from finetune.io import sweep_stale
 
     for line in sweep_stale(Path(args.out), EVAL_FILES):  # leftovers of a killed eval into this folder
         print(line)
@@ -392,7 +392,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_eval_parser(sub) -> None:
     """Register `finetune eval`."""
-    from finetune.complete import add_model_arguments, add_sampling_arguments
+    from finetune.inference.complete import add_model_arguments, add_sampling_arguments
 
     p = sub.add_parser("eval", help="score completions on held-out files (FIM) or an infilling benchmark (tests)")
     add_model_arguments(p, required=False)

@@ -1,0 +1,439 @@
+"""Build and run the trainer for a recipe: TRL's SFTTrainer on pre-tokenized samples, under Accelerate.
+
+Every process prepares the same data (deterministic for the seed) and trains its shard; only the main process
+touches the output directory, which is renamed into place when the run is complete.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from finetune.config.schema import Recipe, recipe_to_yaml
+from finetune.data.cache import prepare_cached
+from finetune.data.pipeline import PreparedData
+from finetune.data.sft.mixture import chat_setup, has_instructions
+from finetune.data.tokenize.families import SampleEncoder, detect_family, ensure_fim_tokens
+from finetune.errors import UserError
+from finetune.run import RunDir, last_checkpoint
+from finetune.runtime import Runtime, four_bit_config, resolve_runtime
+from finetune.training.checkpoints import CompletionMarker, checkpoint_step
+from finetune.training.collate import TokenCounter, packed_rows_collator, packing_layout
+from finetune.training.consolidate import save_final_model
+from finetune.training.model import load_model, load_tokenizer, lora_config
+
+
+class MetricsCallback(TrainerCallback):
+    """Adds real tokens seen and tokens/s to every log and appends each log line to `metrics.jsonl` (main process).
+
+    Tokens are counted from the batches the model receives (`count_tokens`: padding excluded, any packing layout),
+    on this process, times the number of processes.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.history: list[dict[str, Any]] = []
+        self.tokens = TokenCounter()
+        self.tokens_before = 0  # tokens seen before the checkpoint this run resumed from
+        self._last: tuple[float, int] | None = None
+
+    def resume_at(self, step: int) -> None:
+        """Keep only what was logged up to the checkpoint the run starts from (main process).
+
+        A killed run logged steps after its last checkpoint, and maybe half a line; the resumed run logs them
+        again. At the checkpoint's own step, the loss and eval lines came before the save and stay; the end-of-run
+        lines (train summary, final eval, completion scores) come again.
+        """
+        kept = [
+            record
+            for record in _read_metrics(self.path, lenient=True)
+            if record.get("step", 0) < step or (record.get("step") == step and ("loss" in record or "eval_loss" in record))
+        ]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        tmp.replace(self.path)
+        self.tokens_before = next((r["tokens_seen"] for r in reversed(kept) if "tokens_seen" in r), 0)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._last = (time.perf_counter(), self.tokens_before)
+        if model is not None:
+            self.tokens.attach(model)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.tokens.detach()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None:
+            return
+        now = time.perf_counter()
+        tokens = self.tokens_before + self.tokens.real * max(1, args.world_size)
+        if "loss" in logs and self._last is not None:
+            then, seen = self._last
+            logs["tokens_seen"] = tokens
+            if tokens > seen and now > then:
+                logs["tokens_per_second"] = round((tokens - seen) / (now - then), 1)
+            self._last = (now, tokens)
+        if not state.is_world_process_zero:
+            return
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
+        self.history.append(record)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class RunSummary:
+    output_dir: Path
+    steps: int
+    first_loss: float | None
+    last_loss: float | None
+    eval_loss: float | None
+    tokens_per_second: float | None
+    train_seconds: float
+    method: str
+    world_size: int = 1
+    peak_gpu_memory_gib: float | None = None  # this process's peak allocated CUDA memory (None on CPU)
+    data: dict[str, Any] = field(default_factory=dict)
+    trainer: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = {k: v for k, v in self.__dict__.items() if k != "trainer"}
+        return {**fields, "output_dir": str(self.output_dir)}
+
+    def lines(self) -> list[str]:
+        def fmt(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.4f}"
+
+        tps = "n/a" if self.tokens_per_second is None else f"{self.tokens_per_second:,.0f}"
+        return [
+            f"trained ({self.method}) for {self.steps} steps in {self.train_seconds:.1f}s",
+            f"train loss {fmt(self.first_loss)} -> {fmt(self.last_loss)}; eval loss {fmt(self.eval_loss)}",
+            f"throughput {tps} tokens/s",
+            f"outputs in {self.output_dir}",
+        ]
+
+
+def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_eval: bool):
+    from trl import SFTConfig
+
+    t = recipe.training
+    optim = t.optim
+    if optim == "auto":
+        optim = "paged_adamw_8bit" if recipe.method == "qlora" and runtime.use_cuda else "adamw_torch"
+    liger = use_liger(t.liger, runtime)
+    return SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup if t.warmup < 1 else int(t.warmup),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=optim,
+        **checkpointing_arguments(SFTConfig, t, runtime),
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if has_eval and t.eval_steps else "no",
+        eval_steps=t.eval_steps,
+        report_to=[] if t.report_to == "none" else [t.report_to],
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        bf16=runtime.bf16,
+        fp16=runtime.fp16,
+        use_cpu=not runtime.use_cuda,
+        dataloader_num_workers=t.dataloader_num_workers,
+        use_liger_kernel=liger,
+        torch_compile=t.torch_compile,
+        max_length=recipe.data.max_length,
+        packing=recipe.data.packing,
+        packing_strategy="bfd",
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+    )
+
+
+def checkpointing_arguments(config_class, training, runtime: Runtime) -> dict:
+    """Activation checkpointing as `SFTConfig` keywords: on/off, selective, every N layers, offloaded.
+
+    transformers 5.24 renamed gradient_checkpointing to activation_checkpointing (the old name warns) and added
+    `every_n_layers` and `offload`; TRL reads the `selective` key. Options the run cannot honour are refused here,
+    before any model is loaded, rather than silently ignored.
+    """
+    choice = training.gradient_checkpointing
+    enabled = runtime.use_cuda if choice == "auto" else choice is not False
+    extras = {"every_n_layers": training.checkpoint_every_n_layers} if training.checkpoint_every_n_layers > 1 else {}
+    if training.offload_activations:
+        extras["offload"] = True
+    if extras and not enabled:
+        why = " ('auto' is off on CPU)" if choice == "auto" else ""
+        raise UserError(
+            f"training.{'checkpoint_every_n_layers' if 'every_n_layers' in extras else 'offload_activations'} needs "
+            f"activation checkpointing, which is off{why}: set training.gradient_checkpointing=true or remove it"
+        )
+    known = {f.name for f in fields(config_class)}
+    name = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+    if extras and name == "gradient_checkpointing":
+        import transformers
+
+        raise UserError(
+            f"training.checkpoint_every_n_layers and training.offload_activations need transformers >= 5.24 "
+            f"(installed: {transformers.__version__}): pip install -U 'transformers<6', or remove them"
+        )
+    kwargs = {"use_reentrant": False, **extras, **({"selective": True} if choice == "selective" else {})}
+    return {name: enabled, f"{name}_kwargs": kwargs if enabled else None}
+
+
+def use_liger(choice: bool | str, runtime: Runtime) -> bool:
+    """Liger's kernels are Triton (GPU only): 'auto' takes them when they can run, an explicit `true` insists."""
+    installed = importlib.util.find_spec("liger_kernel") is not None
+    if choice == "auto":
+        return installed and runtime.use_cuda
+    if choice and not (installed and runtime.use_cuda):
+        raise UserError(
+            "training.liger=true needs a CUDA GPU and the liger-kernel package: pip install liger-kernel, "
+            "or set training.liger=auto"
+        )
+    return bool(choice)
+
+
+def load_encoder(recipe: Recipe) -> tuple[Any, str, int, SampleEncoder]:
+    """Tokenizer (FIM tokens checked, or added), its family, how many tokens were added, and the sample encoder."""
+    tokenizer = load_tokenizer(recipe)
+    family = recipe.model.family if recipe.model.family != "auto" else detect_family(tokenizer)
+    added = ensure_fim_tokens(tokenizer, family, add=recipe.model.add_fim_tokens)
+    if has_instructions(recipe.data):  # the chat template (and its tokens) go on the tokenizer that gets saved
+        added += chat_setup(tokenizer, recipe.data, family)[1]
+    return tokenizer, family, added, SampleEncoder(tokenizer, family, loss_on=recipe.data.loss_on)
+
+
+def prepare(recipe: Recipe, state=None) -> tuple[Any, str, int, PreparedData, Path, bool]:
+    """Tokenizer (FIM tokens checked or added), family, tokens added, the tokenized data and its cache entry.
+
+    Under several processes the main one prepares (and caches) first; the others then read its cache entry.
+    """
+    from contextlib import nullcontext
+
+    tokenizer, family, added, encoder = load_encoder(recipe)
+    with state.main_process_first() if state is not None else nullcontext():
+        data, entry, cached = prepare_cached(recipe, encoder, family)
+    return tokenizer, family, added, data, entry, cached
+
+
+def run(recipe: Recipe, console=None, callbacks: list | None = None) -> RunSummary | None:
+    """Train as the recipe says; returns the summary on the main process (None on the others).
+
+    Everything that can fail on bad input (output directory, model path, bitsandbytes, data) is checked before
+    anything is written. The main process holds the output directory's lock for the whole run; the others never
+    touch the output directory, so they need no lock.
+    """
+    from contextlib import nullcontext
+
+    from accelerate import PartialState
+
+    from finetune.training.launch import check_launch
+
+    check_launch(recipe)  # DeepSpeed/FSDP launch settings against the recipe, before anything loads
+    # Without a GPU, accelerate only sets up the process group (gloo) when told to run on CPU.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    rundir = RunDir(recipe.output_dir)
+    with rundir.lock() if state.is_main_process else nullcontext() as lock:
+        if lock is not None and lock.note and console is not None:
+            console.print(f"[yellow]note:[/yellow] {lock.note}")
+        return _run_locked(recipe, state, rundir, console, callbacks or [])
+
+
+def _run_locked(recipe: Recipe, state, rundir: RunDir, console, callbacks: list) -> RunSummary | None:
+    from transformers import set_seed
+
+    rundir.check(overwrite=recipe.overwrite, resume=recipe.resume)
+    state.wait_for_everyone()  # every process has checked before the main one creates anything
+    runtime = resolve_runtime(recipe.model.dtype)
+    if recipe.method == "qlora":
+        four_bit_config(recipe.quantization, runtime)
+    check_tracker(recipe.training.report_to)
+    use_liger(recipe.training.liger, runtime)
+    from trl import SFTConfig
+
+    checkpointing_arguments(SFTConfig, recipe.training, runtime)  # options it cannot honour fail here, not later
+    set_seed(recipe.seed)
+    tokenizer, family, added, data, entry, cached = prepare(recipe, state)
+    if state.is_main_process:
+        if console is not None:
+            _print_data_summary(console, data, family)
+            console.print(f"[dim]data:[/dim] {'reused' if cached else 'cached'} prepared dataset {entry}")
+        _, notes = rundir.prepare(overwrite=recipe.overwrite, resume=recipe.resume)
+        for line in notes if console is not None else []:
+            console.print(f"[dim]run:[/dim] {line}")
+    state.wait_for_everyone()
+    try:
+        new_token_ids = list(range(len(tokenizer) - added, len(tokenizer)))
+        return _train(recipe, runtime, tokenizer, family, data, rundir, state, new_token_ids, callbacks)
+    except UserError:
+        if state.is_main_process:
+            rundir.discard_if_empty()
+        raise
+
+
+_TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def check_tracker(report_to: str) -> None:
+    """An experiment tracker that is not installed fails before any work, not after the first logging step."""
+    package = _TRACKER_PACKAGES.get(report_to)
+    if package is None:
+        return
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        raise UserError(f"training.report_to={report_to} needs the {package} package: pip install {package}") from None
+
+
+def _match_adapter_dtype(model, runtime: Runtime) -> None:
+    """TRL keeps QLoRA adapters in bf16; in an fp32 run (CPU) that only loses precision and slows every step."""
+    if runtime.dtype != torch.float32:
+        return
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
+def _print_data_summary(console, data: PreparedData, family: str) -> None:
+    for line in data.ingest_lines:
+        console.print(f"[dim]data:[/dim] {line}")
+    console.print(
+        f"[dim]data:[/dim] {len(data.train)} train / {len(data.eval) if data.eval else 0} eval samples, "
+        f"{data.stats['tokens']:,} train tokens, family {family}"
+    )
+
+
+def _train(
+    recipe: Recipe,
+    runtime: Runtime,
+    tokenizer,
+    family: str,
+    data: PreparedData,
+    rundir: RunDir,
+    state,
+    new_token_ids: list[int],
+    callbacks: list,
+) -> RunSummary | None:
+    from trl import SFTTrainer
+
+    from finetune.evaluate.callback import fim_eval_callback
+
+    # the main process has moved incomplete checkpoints aside (RunDir.prepare): the newest one left is complete
+    checkpoint = last_checkpoint(rundir.partial) if recipe.resume else None
+    # before the model: under ZeRO-3 (zero3_init_flag) the arguments make from_pretrained build it sharded
+    args = training_arguments(recipe, runtime, rundir.partial, has_eval=data.eval is not None)
+    model = load_model(recipe, runtime, vocab_size=len(tokenizer))
+    # No peft.prepare_model_for_kbit_training for QLoRA: it upcasts the norms, embeddings and LM head to fp32, which
+    # turns every hidden state after a norm into fp32 (slower, more memory); TRL readies the quantized model for
+    # gradient checkpointing itself. quantization.fp32_norms restores the norm half of it, for comparisons.
+    if recipe.quantization.fp32_norms:
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.data = param.data.float()
+    if recipe.training.gradient_checkpointing == "selective":
+        # TRL applies its policy to the model it is given, which for adapters is the PEFT wrapper; transformers >= 5.24
+        # only honours it on the transformers model itself, so put it there first (TRL then sees it and skips).
+        from trl.models import enable_selective_activation_checkpointing
+
+        enable_selective_activation_checkpointing(model)
+    metrics = MetricsCallback(rundir.partial / "metrics.jsonl")
+    if state.is_main_process:
+        metrics.resume_at(checkpoint_step(checkpoint) if checkpoint else 0)
+    layout = packing_layout(recipe.data.packing_layout, model.config._attn_implementation or "sdpa", runtime.use_cuda)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        peft_config=lora_config(recipe, new_token_ids),
+    )
+    trainer.callback_handler.callbacks.insert(0, metrics)
+    trainer.add_callback(CompletionMarker())
+    if recipe.data.packing and layout == "rows":  # TRL refuses a custom collator with packing: swap it in after
+        trainer.data_collator = packed_rows_collator(tokenizer)
+    for callback in callbacks:  # e.g. the benchmark's step timer
+        trainer.add_callback(callback)
+    fim_eval = fim_eval_callback(recipe, tokenizer, family, data.eval_paths, metrics.path)
+    if fim_eval is not None:
+        trainer.add_callback(fim_eval)
+    if recipe.method == "qlora":
+        _match_adapter_dtype(trainer.model, runtime)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    eval_loss = trainer.evaluate()["eval_loss"] if data.eval is not None else None
+    if eval_loss is not None and state.is_main_process:
+        with metrics.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": trainer.state.global_step, "final_eval_loss": eval_loss}) + "\n")
+    save_final_model(trainer, rundir.partial)  # whole weights even under ZeRO-3/FSDP
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+
+    resolved = recipe.model_copy(deep=True)
+    resolved.model.family = family
+    _write_run_files(rundir.partial, resolved, data)
+    losses = [r["loss"] for r in _read_metrics(metrics.path) if "loss" in r]
+    runtime_s = float(result.metrics.get("train_runtime", 0.0))
+    summary = RunSummary(
+        output_dir=rundir.final,
+        steps=trainer.state.global_step,
+        first_loss=losses[0] if losses else None,
+        last_loss=losses[-1] if losses else None,
+        eval_loss=eval_loss,
+        tokens_per_second=_overall_tokens_per_second(metrics.history, runtime_s),
+        train_seconds=runtime_s,
+        method=recipe.method,
+        world_size=state.num_processes,
+        peak_gpu_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if runtime.use_cuda else None,
+        data=dict(data.stats),
+    )
+    summary.trainer = trainer
+    (rundir.partial / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    rundir.finalize()  # last: a run killed before this point is resumed, never half-renamed
+    return summary
+
+
+def _write_run_files(directory: Path, recipe: Recipe, data: PreparedData) -> None:
+    (directory / "recipe.yaml").write_text(recipe_to_yaml(recipe), encoding="utf-8")
+    (directory / "data_report.json").write_text(json.dumps(data.report(), indent=2) + "\n", encoding="utf-8")
+    (directory / "split.json").write_text(
+        json.dumps({"seed": recipe.seed, "eval_split": recipe.data.eval_split, "eval_paths": data.eval_paths}, indent=2)
+        + "\n",
+        encoding="utf-8",
+    )
+
+
+def _read_metrics(path: Path, lenient: bool = False) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl; `lenient` skips lines a killed run left unfinished."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if not lenient and line.strip():
+                raise
+    return records
+
+
+def _overall_tokens_per_second(history: list[dict[str, Any]], seconds: float) -> float | None:
+    tokens = [r["tokens_seen"] for r in history if "tokens_seen" in r]
+    return tokens[-1] / seconds if tokens and seconds > 0 else None
