@@ -9,12 +9,14 @@ argparse's own complaint one line (no usage block) with a pointer to `--help`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
+T = TypeVar("T")
 MAX_SEED = 2**32 - 1  # numpy and torch reject larger (and negative) seeds
 
 
@@ -153,3 +155,8 @@ def byte_size(text: str) -> str:
     if not _SIZE.match(text.strip()) or float(re.sub(r"[^\d.]", "", text) or 0) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size: write e.g. 5GB, 500MB or 2000000 (bytes)")
     return text.strip() if not text.strip().isdigit() else int(text)
+
+
+def options_from(args: argparse.Namespace, cls: type[T]) -> T:
+    """The typed options dataclass `cls` filled from the parsed arguments of the same names."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]

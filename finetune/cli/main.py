@@ -176,9 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipe YAML file")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. training.max_steps=50")
     train.set_defaults(func=cmd_train)
-    from finetune.training.launch import add_launch_check_parser
+    from finetune.cli import launch_check
 
-    add_launch_check_parser(sub)
+    launch_check.add_parser(sub)
 
     prep = sub.add_parser("prepare", help="tokenize and cache the training set; `train` reuses a matching cache")
     prep.add_argument("recipe", help="recipe YAML file")
@@ -213,14 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_scan_parser(data_sub)
     add_cache_parser(sub)
 
-    from finetune.merge.options import add_merge_parser
+    from finetune.cli import merge
 
-    add_merge_parser(sub)
-    from finetune.evaluate.run import add_eval_parser
-    from finetune.inference.complete import add_complete_parser
+    merge.add_parser(sub)
+    from finetune.cli import complete, evaluate
 
-    add_complete_parser(sub)
-    add_eval_parser(sub)
+    complete.add_parser(sub)
+    evaluate.add_parser(sub)
     recipe = sub.add_parser("recipe", help="show a resolved recipe or list every recipe key")
     recipe_sub = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
     show = recipe_sub.add_parser("show", help="print the fully resolved recipe (bases and overrides applied)")

@@ -1,7 +1,8 @@
 """The model-agnostic units of the data pipeline.
 
-A `Document` is one file (or record) of source text; a `Sample` is what one training example is made of, kept as
-text segments with roles until `formats.py` turns it into token ids for a model family.
+A `Document` is one file (or record) of source text; a `Conversation` is one instruction record as turns; a `Sample`
+is what one training example is made of, kept as text segments with roles until `data/tokenize/` turns it into token
+ids for a model family.
 """
 
 from __future__ import annotations
@@ -46,3 +47,24 @@ class Sample:
     def original(self) -> str:
         """The document text this sample was cut from."""
         return self.text if self.mode == "plain" else self.prefix + self.middle + self.suffix
+
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One instruction record as turns of (role, text); `source` says where it came from (`file:line 12`)."""
+
+    turns: tuple[tuple[Role, str], ...]
+    source: str
+    shape: str
+
+    @property
+    def text(self) -> str:
+        """All turns' text, for decontamination."""
+        return "\n".join(text for _, text in self.turns)
+
+    def messages(self) -> list[dict[str, str]]:
+        """The turns as chat-template messages."""
+        return [{"role": role, "content": text} for role, text in self.turns]

@@ -276,7 +276,7 @@ def compare(recipe: str, overrides: list[str], steps: int, warmup: int) -> list[
         _run_child("train", recipe, [*overrides, *REFERENCE_OVERRIDES, "--config-name", "reference"], steps, warmup),
         _run_child("trl", recipe, overrides, steps, warmup),
     ]
-    print(f"\nfinetune.bench compare: {recipe} {' '.join(overrides)} on {results[0].device}, {steps} steps measured")
+    print(f"\nfinetune.dev.bench compare: {recipe} {' '.join(overrides)} on {results[0].device}, {steps} steps measured")
     for result in results:
         print(result.line())
     ours = results[0]

@@ -4,14 +4,13 @@ infilling benchmark with execution; write results.json, report.md, predictions.j
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections import Counter
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from finetune.cli import args as types
 from finetune.errors import UserError
 from finetune.evaluate.items import CATEGORIES, EvalItem, build_items
 from finetune.evaluate.metrics import edit_similarity, exact_match, score_by_category
@@ -25,6 +24,36 @@ from finetune.evaluate.report import (
 )
 from finetune.evaluate.truncate import truncate
 
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """One evaluation: what to score (held-out FIM items of `repo`, or a `benchmark` file), with which model(s)."""
+
+    out: str
+    repo: str | None = None
+    benchmark: str | None = None
+    model: str | None = None
+    adapter: str | None = None
+    family: str = "auto"
+    dtype: str = "auto"
+    compare: str | None = None
+    split: str | None = None
+    oracle: bool = False
+    plot: bool = False
+    categories: str | None = None
+    per_category: int = 20
+    context_chars: int = 4000
+    batch_size: int = 8
+    limit: int | None = None
+    truncate: str = "auto"
+    timeout: float = 10.0
+    memory_mb: int = 1024
+    isolation: str = "auto"
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
 
 def _console():
     from rich.console import Console
@@ -41,13 +70,13 @@ def _progress():
 # ------------------------------------------------------------------------------------------- held-out split
 
 
-def find_split(args: argparse.Namespace) -> Path | None:
+def find_split(options: EvalOptions) -> Path | None:
     """The split.json to use: --split, else the adapter's run, else the model's run directory."""
-    if args.split:
-        if not Path(args.split).is_file():
-            raise UserError(f"--split {args.split} not found: pass the split.json a training run wrote")
-        return Path(args.split)
-    for directory in (args.adapter, args.model):
+    if options.split:
+        if not Path(options.split).is_file():
+            raise UserError(f"--split {options.split} not found: pass the split.json a training run wrote")
+        return Path(options.split)
+    for directory in (options.adapter, options.model):
         if directory and (Path(directory) / "split.json").is_file():
             return Path(directory) / "split.json"
     return None
@@ -84,11 +113,11 @@ def held_out_documents(repo: str, split: Path | None, notes: list[str]):
 # ---------------------------------------------------------------------------------------------- FIM on a repo
 
 
-def _models(args: argparse.Namespace) -> list[tuple[str | None, str | None, str | None]]:
+def _models(options: EvalOptions) -> list[tuple[str | None, str | None, str | None]]:
     """(model, adapter, label) for the model under test and, with --compare, the base."""
-    runs: list[tuple[str | None, str | None, str | None]] = [(args.model, args.adapter, None)]
-    if args.compare:
-        runs.append((args.compare, None, None))
+    runs: list[tuple[str | None, str | None, str | None]] = [(options.model, options.adapter, None)]
+    if options.compare:
+        runs.append((options.compare, None, None))
     return runs
 
 
@@ -100,34 +129,34 @@ def _label(completer_label: str, taken: set[str]) -> str:
     return label
 
 
-def fim_predictions(completer, items: list[EvalItem], args: argparse.Namespace, progress) -> tuple[list[str], dict]:
+def fim_predictions(completer, items: list[EvalItem], options: EvalOptions, progress) -> tuple[list[str], dict]:
     """Raw completions for every item, and generation stats."""
     from finetune.inference.complete import Sampling, generate
 
     prompts = [completer.prompt_ids(item.prefix, item.suffix, item.path, item.language) for item in items]
     task = progress.add_task(f"completing with {completer.label}", total=len(items))
-    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed)
+    sampling = Sampling(options.max_new_tokens, options.temperature, options.top_p, options.top_k, options.seed)
     results, stats = generate(
-        completer, prompts, sampling, batch_size=args.batch_size, on_batch=lambda n: progress.advance(task, n)
+        completer, prompts, sampling, batch_size=options.batch_size, on_batch=lambda n: progress.advance(task, n)
     )
     texts = [result.text if result is not None else "" for result in results]
-    return texts, {**stats.to_dict(), "batch_size": args.batch_size, "skipped_too_long": len(stats.skipped)}
+    return texts, {**stats.to_dict(), "batch_size": options.batch_size, "skipped_too_long": len(stats.skipped)}
 
 
-def run_fim(args: argparse.Namespace) -> int:
+def run_fim(options: EvalOptions) -> int:
     from finetune.inference.complete import load_completer
 
     console = _console()
     notes: list[str] = []
-    split = find_split(args)
-    documents = held_out_documents(args.repo, split, notes)
+    split = find_split(options)
+    documents = held_out_documents(options.repo, split, notes)
     stats: Counter[str] = Counter()
-    categories = args.categories.split(",") if args.categories else list(CATEGORIES)
+    categories = options.categories.split(",") if options.categories else list(CATEGORIES)
     items = build_items(
         documents,
-        per_category=args.per_category,
-        seed=args.seed or 0,
-        max_context_chars=args.context_chars,
+        per_category=options.per_category,
+        seed=options.seed or 0,
+        max_context_chars=options.context_chars,
         categories=categories,
         stats=stats,
     )
@@ -139,18 +168,18 @@ def run_fim(args: argparse.Namespace) -> int:
     if stats["truncation_would_change_reference"]:
         notes.append(f"{stats['truncation_would_change_reference']} spans left out: their truncation rule cuts the reference")
     console.print(f"[dim]eval:[/dim] {len(items)} items from {len(documents)} files, {len(categories)} categories")
-    out = Path(args.out)
+    out = Path(options.out)
     rows = [{"id": it.id, "category": it.category, "path": it.path, "reference": it.middle} for it in items]
     runs: list[dict] = []
     taken: set[str] = set()
     with _progress() as progress:
-        for model, adapter, _ in _models(args) if not args.oracle else [(None, None, "oracle")]:
-            if args.oracle:
+        for model, adapter, _ in _models(options) if not options.oracle else [(None, None, "oracle")]:
+            if options.oracle:
                 label, raw, generation = _label("oracle", taken), [it.middle for it in items], {}
             else:
-                completer = load_completer(model, adapter, family=args.family, dtype=args.dtype)
+                completer = load_completer(model, adapter, family=options.family, dtype=options.dtype)
                 label = _label(completer.label, taken)
-                raw, generation = fim_predictions(completer, items, args, progress)
+                raw, generation = fim_predictions(completer, items, options, progress)
                 del completer
             cut = [truncate(text, it.language, it.mode, it.prefix) for text, it in zip(raw, items, strict=True)]
             scores = score_by_category((it.category, p, it.middle) for p, it in zip(cut, items, strict=True))
@@ -170,11 +199,11 @@ def run_fim(args: argparse.Namespace) -> int:
             )
     results = {
         "kind": "fim",
-        "repo": str(args.repo),
+        "repo": str(options.repo),
         "split": str(split) if split else None,
         "items": len(items),
         "item_stats": dict(stats),
-        "settings": _settings(args),
+        "settings": _settings(options),
         "runs": runs,
         "notes": notes,
     }
@@ -183,7 +212,7 @@ def run_fim(args: argparse.Namespace) -> int:
         write_jsonl(out / "predictions.jsonl", rows),
         write_atomic(out / "report.md", fim_markdown(runs, categories, notes)),
     ]
-    if args.plot:
+    if options.plot:
         files.append(plot_scores(out / "scores.png", runs, categories))
     _print_fim_table(console, runs, categories)
     for note in notes:
@@ -192,9 +221,9 @@ def run_fim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace) -> dict:
+def _settings(options: EvalOptions) -> dict:
     keys = ("max_new_tokens", "temperature", "top_p", "top_k", "seed", "batch_size", "per_category", "context_chars")
-    return {k: getattr(args, k) for k in keys if hasattr(args, k)}
+    return {k: getattr(options, k) for k in keys if hasattr(options, k)}
 
 
 def _print_fim_table(console, runs: list[dict], categories: list[str]) -> None:
@@ -219,23 +248,23 @@ def _print_fim_table(console, runs: list[dict], categories: list[str]) -> None:
 # ------------------------------------------------------------------------------------- execution benchmarks
 
 
-def _completions(args, model, adapter, tasks, label_taken: set[str], progress) -> tuple[str, list[str], dict]:
+def _completions(options, model, adapter, tasks, label_taken: set[str], progress) -> tuple[str, list[str], dict]:
     """A model's label, its (truncated) completion for each task, and generation stats."""
     from finetune.inference.complete import Sampling, generate, load_completer
 
-    completer = load_completer(model, adapter, family=args.family, dtype=args.dtype)
+    completer = load_completer(model, adapter, family=options.family, dtype=options.dtype)
     label = _label(completer.label, label_taken)
     prompts = [completer.prompt_ids(t.prompt, t.suffix, "", "python") for t in tasks]
     task = progress.add_task(f"completing with {label}", total=len(tasks))
-    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed)
+    sampling = Sampling(options.max_new_tokens, options.temperature, options.top_p, options.top_k, options.seed)
     results, stats = generate(
-        completer, prompts, sampling, batch_size=args.batch_size, on_batch=partial(progress.advance, task)
+        completer, prompts, sampling, batch_size=options.batch_size, on_batch=partial(progress.advance, task)
     )
     completions = [
-        truncate(r.text if r else "", "python", t.truncation if args.truncate == "auto" else "none")
+        truncate(r.text if r else "", "python", t.truncation if options.truncate == "auto" else "none")
         for r, t in zip(results, tasks, strict=True)
     ]
-    return label, completions, {**stats.to_dict(), "batch_size": args.batch_size}
+    return label, completions, {**stats.to_dict(), "batch_size": options.batch_size}
 
 
 def _run_tests(sandbox, journal, work: list[tuple], number: int, label: str, advance) -> list[dict]:
@@ -266,17 +295,17 @@ def _field(row: dict, name: str):
     return row[f"{row['label']}.{name}"]
 
 
-def _benchmark_run(args, number: int, model, adapter, tasks, done: dict, sandbox, journal, taken, progress):
+def _benchmark_run(options, number: int, model, adapter, tasks, done: dict, sandbox, journal, taken, progress):
     """One model (or the oracle) on every task not already in `done`: its summary and its new rows."""
     from finetune.evaluate.humaneval import pass_at_1
 
     pending = [i for i in range(len(tasks)) if (number, i) not in done]
     kept = [done[(number, i)] for i in range(len(tasks)) if (number, i) in done]
     generation: dict = {}
-    if args.oracle:
+    if options.oracle:
         label, completions = _label("oracle", taken), [tasks[i].canonical_solution for i in pending]
     elif pending:
-        label, completions, generation = _completions(args, model, adapter, [tasks[i] for i in pending], taken, progress)
+        label, completions, generation = _completions(options, model, adapter, [tasks[i] for i in pending], taken, progress)
     else:
         label, completions = _label(kept[0]["label"], taken), []
     test_task = progress.add_task(f"running tests ({label})", total=len(tasks), completed=len(kept))
@@ -286,7 +315,7 @@ def _benchmark_run(args, number: int, model, adapter, tasks, done: dict, sandbox
     failures = Counter(_field(row, "reason").split(":")[0] for row in kept + rows if not _field(row, "passed"))
     run = {
         "label": label,
-        "model": None if args.oracle else model,
+        "model": None if options.oracle else model,
         "adapter": adapter,
         "pass@1": pass_at_1(passed),
         "passed": sum(passed),
@@ -298,19 +327,19 @@ def _benchmark_run(args, number: int, model, adapter, tasks, done: dict, sandbox
     return run, rows
 
 
-def run_benchmark(args: argparse.Namespace) -> int:
+def run_benchmark(options: EvalOptions) -> int:
     from finetune.evaluate.humaneval import load_tasks
     from finetune.evaluate.journal import Journal, file_digest
     from finetune.evaluate.sandbox import Sandbox
 
     console = _console()
-    tasks = load_tasks(args.benchmark, limit=args.limit)
-    out = Path(args.out)
-    settings = {**_settings(args), "timeout_s": args.timeout, "memory_mb": args.memory_mb, "truncate": args.truncate}
-    models = [["oracle", None]] if args.oracle else [[m, a] for m, a, _ in _models(args)]
-    journal = Journal(out, {"benchmark_sha256": file_digest(args.benchmark), "settings": settings, "models": models})
+    tasks = load_tasks(options.benchmark, limit=options.limit)
+    out = Path(options.out)
+    settings = {**_settings(options), "timeout_s": options.timeout, "memory_mb": options.memory_mb, "truncate": options.truncate}
+    models = [["oracle", None]] if options.oracle else [[m, a] for m, a, _ in _models(options)]
+    journal = Journal(out, {"benchmark_sha256": file_digest(options.benchmark), "settings": settings, "models": models})
     done = journal.resume()
-    summary: dict = {"kind": "benchmark", "benchmark": str(args.benchmark), "tasks": len(tasks), "settings": settings}
+    summary: dict = {"kind": "benchmark", "benchmark": str(options.benchmark), "tasks": len(tasks), "settings": settings}
     journal.partial(summary)  # from here on the folder says "interrupted" until the eval completes
     (out / "report.md").unlink(missing_ok=True)
     if done:
@@ -320,11 +349,11 @@ def run_benchmark(args: argparse.Namespace) -> int:
     taken: set[str] = set()
     started = time.perf_counter()
     try:
-        with Sandbox(timeout_s=args.timeout, memory_mb=args.memory_mb, isolation=args.isolation) as sandbox:
+        with Sandbox(timeout_s=options.timeout, memory_mb=options.memory_mb, isolation=options.isolation) as sandbox:
             info = summary["sandbox"] = sandbox.describe()
             notes = [
                 f"sandbox: {info['isolation']} isolation, tests run as {info['user']}, "
-                f"{args.timeout:g}s timeout, {args.memory_mb} MB memory per test",
+                f"{options.timeout:g}s timeout, {options.memory_mb} MB memory per test",
                 *info["notes"],
             ]
             console.print(f"[dim]eval:[/dim] {notes[0]}")
@@ -333,7 +362,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
             journal.partial({**summary, "runs": runs, "notes": notes})
             with _progress() as progress:
                 for number, (model, adapter) in enumerate(models):
-                    run, new = _benchmark_run(args, number, model, adapter, tasks, done, sandbox, journal, taken, progress)
+                    run, new = _benchmark_run(options, number, model, adapter, tasks, done, sandbox, journal, taken, progress)
                     runs.append(run)
                     rows += new
                     journal.partial({**summary, "runs": runs, "notes": notes})
@@ -345,7 +374,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     results = {**summary, "pass@1": runs[0]["pass@1"], "seconds": round(seconds, 2), "runs": runs, "notes": notes}
     files = [
         *journal.finish(results, rows),
-        write_atomic(out / "report.md", benchmark_markdown(runs, Path(args.benchmark).name, notes)),
+        write_atomic(out / "report.md", benchmark_markdown(runs, Path(options.benchmark).name, notes)),
     ]
     for run in runs:
         console.print(f"{run['label']}: pass@1 {100 * run['pass@1']:.1f}% ({run['passed']}/{run['total']} tasks)")
@@ -370,52 +399,22 @@ def _check_out(out: Path) -> None:
         )
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    if bool(args.repo) == bool(args.benchmark):
+def evaluate(options: EvalOptions) -> int:
+    """Run the evaluation the options describe; writes into `options.out` and returns the exit status."""
+    if bool(options.repo) == bool(options.benchmark):
         raise UserError("pass exactly one of --repo DIR (held-out FIM items) or --benchmark FILE (infilling tests)")
-    if not args.oracle and not args.model and not args.adapter:
+    if not options.oracle and not options.model and not options.adapter:
         raise UserError("pass --model DIR (and --adapter RUN_DIR for a LoRA run), or --oracle to check the benchmark")
-    if args.plot and args.benchmark:
+    if options.plot and options.benchmark:
         raise UserError("--plot draws per-category FIM scores: use it with --repo")
-    _check_out(Path(args.out))
+    _check_out(Path(options.out))
     from finetune.io import sweep_stale
 
-    for line in sweep_stale(Path(args.out), EVAL_FILES):  # leftovers of a killed eval into this folder
+    for line in sweep_stale(Path(options.out), EVAL_FILES):  # leftovers of a killed eval into this folder
         print(line)
-    if args.plot:
+    if options.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise UserError("--plot needs matplotlib: pip install 'finetune[plot]' (or leave out --plot)") from None
-    return run_benchmark(args) if args.benchmark else run_fim(args)
-
-
-def add_eval_parser(sub) -> None:
-    """Register `finetune eval`."""
-    from finetune.inference.complete import add_model_arguments, add_sampling_arguments
-
-    p = sub.add_parser("eval", help="score completions on held-out files (FIM) or an infilling benchmark (tests)")
-    add_model_arguments(p, required=False)
-    p.add_argument("--repo", type=types.existing_dir, help="repository: held-out FIM items in aiXcoder's categories")
-    p.add_argument("--benchmark", type=types.existing_file, help="HumanEval-infilling JSONL(.gz): generate, run the tests, report pass@1")
-    p.add_argument("--compare", metavar="BASE_MODEL", help="also evaluate this base model on the same items")
-    p.add_argument("--out", required=True, type=types.output_dir, help="output folder for results.json, report.md, predictions.jsonl")
-    p.add_argument("--split", type=types.existing_file, help="split.json of the training run (default: the adapter's or model's)")
-    p.add_argument("--oracle", action="store_true", help="score the reference solutions (checks the benchmark)")
-    p.add_argument("--plot", action="store_true", help="also draw scores.png (needs matplotlib)")
-    p.add_argument("--categories", help=f"comma-separated subset of: {','.join(CATEGORIES)}")
-    p.add_argument("--per-category", type=types.positive_int, default=20, help="items per category at most")
-    p.add_argument("--context-chars", type=types.positive_int, default=4000, help="characters of prefix + middle + suffix at most")
-    p.add_argument("--batch-size", type=types.positive_int, default=8, help="prompts generated together")
-    p.add_argument("--limit", type=types.positive_int, help="benchmark: only the first N tasks")
-    p.add_argument("--truncate", choices=["auto", "none"], default="auto", help="benchmark: single-line tasks keep one line")
-    p.add_argument("--timeout", type=types.positive_float, default=10.0, help="seconds per benchmark test")
-    p.add_argument("--memory-mb", type=types.positive_int, default=1024, help="memory limit per benchmark test")
-    p.add_argument(
-        "--isolation",
-        choices=["auto", "namespace", "subreaper", "session"],
-        default="auto",
-        help="benchmark: how tests are contained (auto: the strongest this system allows; see README)",
-    )
-    add_sampling_arguments(p, max_new_tokens=128)
-    p.set_defaults(func=cmd_eval)
+    return run_benchmark(options) if options.benchmark else run_fim(options)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import shutil
@@ -30,7 +29,7 @@ from finetune.merge.load import (
     read_adapter,
     resolve_base,
 )
-from finetune.merge.options import DENSITY_METHODS
+from finetune.merge.options import DENSITY_METHODS, MergeOptions
 from finetune.merge.verify import RELATIVE_TOLERANCE, VerifyResult, prompt_ids, verify
 from finetune.sizes import directory_bytes
 
@@ -79,30 +78,30 @@ def _parse_weights(text: str | None, count: int) -> tuple[float, ...]:
     return weights
 
 
-def _combination(args: argparse.Namespace, adapters: list[AdapterInfo]) -> Combination | None:
+def _combination(options: MergeOptions, adapters: list[AdapterInfo]) -> Combination | None:
     if len(adapters) == 1:
-        given = [name for name in ("method", "weights", "density") if getattr(args, name) is not None]
+        given = [name for name in ("method", "weights", "density") if getattr(options, name) is not None]
         if given:
             raise UserError(f"--{given[0]} combines several adapters: pass two or more ADAPTER_DIRs, or drop it")
         return None
-    method = args.method or "cat"
-    if args.density is not None and method not in DENSITY_METHODS:
+    method = options.method or "cat"
+    if options.density is not None and method not in DENSITY_METHODS:
         raise UserError(f"--density applies to {', '.join(DENSITY_METHODS)}, not --method {method}: drop --density")
-    if args.density is not None and not 0 < args.density <= 1:
-        raise UserError(f"--density {args.density} must be in (0, 1]: it is the fraction of entries kept")
-    density = (args.density if args.density is not None else 0.5) if method in DENSITY_METHODS else None
+    if options.density is not None and not 0 < options.density <= 1:
+        raise UserError(f"--density {options.density} must be in (0, 1]: it is the fraction of entries kept")
+    density = (options.density if options.density is not None else 0.5) if method in DENSITY_METHODS else None
     check_combination(adapters, method)
-    return Combination(method, _parse_weights(args.weights, len(adapters)), density, args.seed)
+    return Combination(method, _parse_weights(options.weights, len(adapters)), density, options.seed)
 
 
-def _base_modes(args: argparse.Namespace, adapters: list[AdapterInfo], notes: list[str]) -> tuple[BaseMode, BaseMode]:
+def _base_modes(options: MergeOptions, adapters: list[AdapterInfo], notes: list[str]) -> tuple[BaseMode, BaseMode]:
     """(merge mode, reference mode): QLoRA adapters were trained on the 4-bit base."""
     qlora = [a.method == "qlora" for a in adapters]
     if all(qlora):
-        return ("full" if args.qlora_base == "original" else "dequantized"), "4bit"
+        return ("full" if options.qlora_base == "original" else "dequantized"), "4bit"
     if any(qlora):
         notes.append("QLoRA and non-QLoRA adapters mixed: merging into the full-precision base")
-    elif args.qlora_base is not None:
+    elif options.qlora_base is not None:
         notes.append("--qlora-base ignored: no adapter was trained with method=qlora (pass --qlora if it was)")
     return "full", "full"
 
@@ -116,33 +115,33 @@ def _vocab_size(adapters: list[AdapterInfo]) -> int:
     return len(AutoTokenizer.from_pretrained(adapters[0].path))
 
 
-def make_plan(args: argparse.Namespace) -> MergePlan:
-    adapters = [read_adapter(path, assume_qlora=args.qlora) for path in args.adapters]
-    out = AtomicDir(args.out, force=args.force)
+def make_plan(options: MergeOptions) -> MergePlan:
+    adapters = [read_adapter(path, assume_qlora=options.qlora) for path in options.adapters]
+    out = AtomicDir(options.out, force=options.force)
     out.check([a.path for a in adapters])
     notes: list[str] = []
-    combination = _combination(args, adapters)
-    if args.device == "cuda" and not torch.cuda.is_available():
+    combination = _combination(options, adapters)
+    if options.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA GPU is visible: use --device cpu")
-    base = resolve_base(adapters, args.base)
-    if args.base is not None and adapters[0].base_name not in (None, args.base):
-        notes.append(f"--base {args.base} replaces the base the adapter names ({adapters[0].base_name})")
+    base = resolve_base(adapters, options.base)
+    if options.base is not None and adapters[0].base_name not in (None, options.base):
+        notes.append(f"--base {options.base} replaces the base the adapter names ({adapters[0].base_name})")
     vocab_size = _vocab_size(adapters)
     for adapter in adapters:
         check_fits(adapter, base, vocab_size)
-    merge_mode, reference_mode = _base_modes(args, adapters, notes)
+    merge_mode, reference_mode = _base_modes(options, adapters, notes)
     return MergePlan(
         adapters=adapters,
         base=base,
         out=out,
-        dtype=parse_dtype(args.dtype, base),
-        device=args.device,
+        dtype=parse_dtype(options.dtype, base),
+        device=options.device,
         merge_mode=merge_mode,
         reference_mode=reference_mode,
         combination=combination,
-        into_base=args.into_base or combination is None,
+        into_base=options.into_base or combination is None,
         vocab_size=vocab_size,
-        max_shard_size=args.max_shard_size,
+        max_shard_size=options.max_shard_size,
         notes=notes,
     )
 
@@ -261,13 +260,13 @@ def _record(plan: MergePlan, seconds: float, check: VerifyResult | None) -> dict
     }
 
 
-def run_merge(args: argparse.Namespace) -> int:
+def run_merge(options: MergeOptions) -> int:
     """Plan, write atomically, verify if asked; exit status 1 when verification fails."""
     from rich.console import Console
 
     start = time.perf_counter()
     console = Console(highlight=False)
-    plan = make_plan(args)
+    plan = make_plan(options)
     for note in plan.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     steps = _Steps(console)
@@ -282,9 +281,9 @@ def run_merge(args: argparse.Namespace) -> int:
         plan.out.abort()
         raise
     check = None
-    if args.verify:
+    if options.verify:
         with steps.step("verify logits"):
-            check = run_verify(plan, final, args.tolerance)
+            check = run_verify(plan, final, options.tolerance)
     seconds = time.perf_counter() - start
     (final / "merge.json").write_text(json.dumps(_record(plan, seconds, check), indent=2) + "\n")
     _print_summary(console, plan, final, check, seconds)

@@ -11,15 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from finetune.data.ingest.secret_rules import encoded_findings
 from finetune.data.ingest.secret_shapes import known_format_findings
 from finetune.data.ingest.secrets import SECRET_PLACEHOLDER, find_secrets, merge_findings, replace_spans
-from finetune.data.types import Document
-
-if TYPE_CHECKING:
-    from finetune.data.sft.records import Conversation
+from finetune.data.types import Conversation, Document
 
 # Source types, as the report names them.
 SOURCE_TYPES = ("repo", "jsonl", "text", "dataset", "instruction", "path")

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from finetune.data.types import Conversation, Role
 from finetune.errors import UserError
 
 if TYPE_CHECKING:
     from finetune.data.ingest.scrub import Scrubber
 
-Role = Literal["system", "user", "assistant"]
 FORMATS = ("auto", "evol", "alpaca", "prompt-completion", "sharegpt", "messages")
 
 # Shape -> the canonical columns a record must have, most specific first (auto detection tries them in order).
@@ -53,24 +53,6 @@ _ROLES: dict[str, Role] = {
     "bot": "assistant",
 }
 _EXAMPLES_KEPT = 5  # locators remembered per problem, for the report
-
-
-@dataclass(frozen=True)
-class Conversation:
-    """One instruction record as turns of (role, text); `source` says where it came from (`file:line 12`)."""
-
-    turns: tuple[tuple[Role, str], ...]
-    source: str
-    shape: str
-
-    @property
-    def text(self) -> str:
-        """All turns' text, for decontamination."""
-        return "\n".join(text for _, text in self.turns)
-
-    def messages(self) -> list[dict[str, str]]:
-        """The turns as chat-template messages."""
-        return [{"role": role, "content": text} for role, text in self.turns]
 
 
 class RecordProblem(Exception):
