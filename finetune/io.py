@@ -1,4 +1,4 @@
-"""Outputs written under a temporary name next to them and renamed into place only when complete.
+"""Outputs written under a temporary name next to them and renamed into place only when complete; sizes of folders.
 
 A crash or Ctrl-C leaves the previous contents (or nothing) at the final path, never half a model. A kill -9 cannot
 clean up after itself, so every temporary name carries its owner (`.NAME.<pid>@<host>.<random>.partial|tmp|old`):
@@ -8,13 +8,16 @@ one whose owner is alive or runs on another host.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 from finetune.errors import UserError
 
@@ -40,6 +43,40 @@ def make_temp_file(final: Path) -> tuple[int, Path]:
     """An open file descriptor and path next to `final`, named after its owner."""
     fd, name = tempfile.mkstemp(prefix=temp_prefix(final), suffix=".tmp", dir=final.parent)
     return fd, Path(name)
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A handle on a temporary file next to `path`, renamed onto `path` only when the block ends without error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = make_temp_file(path)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file in the same folder and a rename."""
+    with atomic_file(path) as handle:
+        handle.write(text)
+    return path
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl_atomic(path: Path, records: Iterable[Any]) -> int:
+    """Write one JSON line per record to `path` atomically; returns how many were written."""
+    count = 0
+    with atomic_file(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
 
 
 def pid_alive(pid: int) -> bool:
@@ -154,3 +191,20 @@ class AtomicDir:
         if self.temp is not None:
             shutil.rmtree(self.temp, ignore_errors=True)
             self.temp = None
+
+
+
+def directory_bytes(directory: Path) -> int:
+    """Total size of the files under `directory`."""
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def human_bytes(size: float) -> str:
+    """`size` in B, KB, MB or GB (powers of 1024), one decimal above bytes."""
+    if size < 1024:
+        return f"{size:.0f} B"
+    for unit in ("KB", "MB"):
+        size /= 1024
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1024:.1f} GB"

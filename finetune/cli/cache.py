@@ -16,7 +16,7 @@ from pathlib import Path
 from finetune.cli import args as types
 from finetune.data.cache import default_cache_dir
 from finetune.errors import UserError
-from finetune.sizes import directory_bytes, human_bytes
+from finetune.io import directory_bytes, human_bytes
 
 
 @dataclass

@@ -76,10 +76,9 @@ def cmd_data_sft(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from finetune.data.ingest.scrub import Scrubber
-    from finetune.data.inspect import write_jsonl_atomic
     from finetune.data.sft.chat import ChatEncoder, resolve_template, setup_chat_tokenizer
     from finetune.data.sft.records import Conversation, InstructionFile, SftReport, iter_conversations
-    from finetune.io import sweep_stale
+    from finetune.io import sweep_stale, write_jsonl_atomic
 
     if args.max_length < 8:
         raise UserError("--max-length must be at least 8")

@@ -86,9 +86,9 @@ def cmd_data_fim(args: argparse.Namespace) -> int:
     from finetune.data.ingest.scrub import Scrubber
     from finetune.data.ingest.sources import clean_documents
     from finetune.data.ingest.walk import walk_repository
-    from finetune.data.inspect import MODES, sample_record, write_jsonl_atomic
+    from finetune.data.inspect import MODES, sample_record
     from finetune.data.tokenize.families import get_family
-    from finetune.io import sweep_stale
+    from finetune.io import sweep_stale, write_jsonl_atomic
 
     if args.family:
         get_family(args.family)

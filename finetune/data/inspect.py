@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 from finetune.data.tokenize.families import SampleEncoder, render_text
 from finetune.data.types import IGNORE_INDEX, Sample
-from finetune.io import make_temp_file
 
 MODES = {"structured": (1.0, 0.0), "random": (0.0, 1.0), "mixed": (0.5, 0.5)}
 
@@ -35,23 +30,6 @@ def sample_record(sample: Sample, family: str | None) -> dict:
     if family:
         record["text"] = render_text(sample, family)
     return record
-
-
-def write_jsonl_atomic(path: Path, records) -> int:
-    """Write records to `path` through a temporary file in the same folder; returns how many were written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = make_temp_file(path)
-    count = 0
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return count
 
 
 def token_view(encoder: SampleEncoder, row: dict[str, list[int]]):

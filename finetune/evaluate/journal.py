@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from finetune.errors import UserError
-from finetune.evaluate.report import write_json, write_jsonl
+from finetune.io import write_json_atomic, write_jsonl_atomic
 
 
 def file_digest(path: str | Path) -> str:
@@ -50,7 +50,7 @@ class Journal:
             rows = self._read_rows()
         self.out.mkdir(parents=True, exist_ok=True)
         # Rewrite what is kept (drops a line cut short by a kill), then append to it.
-        write_jsonl(self.predictions, [rows[k] for k in sorted(rows)])
+        write_jsonl_atomic(self.predictions, [rows[k] for k in sorted(rows)])
         self._handle = open(self.predictions, "a", encoding="utf-8")  # noqa: SIM115 - held open until finish()
         return rows
 
@@ -75,13 +75,14 @@ class Journal:
             self._handle.flush()
 
     def partial(self, summary: dict) -> None:
-        write_json(self.results, {**summary, "complete": False, "resume_key": self.key})
+        write_json_atomic(self.results, {**summary, "complete": False, "resume_key": self.key})
 
     def finish(self, summary: dict, rows: list[dict]) -> list[Path]:
         """The final files: predictions in (run, item) order, then results.json marked complete."""
         self.close()
         rows = sorted(rows, key=lambda row: (row["run"], row["item"]))
-        return [write_jsonl(self.predictions, rows), write_json(self.results, {**summary, "complete": True})]
+        write_jsonl_atomic(self.predictions, rows)
+        return [self.predictions, write_json_atomic(self.results, {**summary, "complete": True})]
 
     def close(self) -> None:
         if self._handle is not None:

@@ -5,34 +5,10 @@ Every file is written to a temporary name in the output folder and renamed when 
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from finetune.errors import UserError
-from finetune.io import make_temp_file
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp_file(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: Path, data: dict) -> Path:
-    return write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    return write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+from finetune.io import atomic_file
 
 
 def _pct(value: float) -> str:
@@ -97,12 +73,9 @@ def plot_scores(path: Path, runs: list[dict], categories: list[str]) -> Path:
     axes[1].set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(shown))])
     axes[1].set_xticklabels(shown, rotation=35, ha="right")
     fig.tight_layout()
-    fd, tmp = make_temp_file(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_file(path, "wb") as handle:
             fig.savefig(handle, dpi=110, format="png")
-        os.replace(tmp, path)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path

@@ -18,11 +18,9 @@ from finetune.evaluate.report import (
     benchmark_markdown,
     fim_markdown,
     plot_scores,
-    write_atomic,
-    write_json,
-    write_jsonl,
 )
 from finetune.evaluate.truncate import truncate
+from finetune.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -207,11 +205,10 @@ def run_fim(options: EvalOptions) -> int:
         "runs": runs,
         "notes": notes,
     }
-    files = [
-        write_json(out / "results.json", results),
-        write_jsonl(out / "predictions.jsonl", rows),
-        write_atomic(out / "report.md", fim_markdown(runs, categories, notes)),
-    ]
+    write_json_atomic(out / "results.json", results)
+    write_jsonl_atomic(out / "predictions.jsonl", rows)
+    write_text_atomic(out / "report.md", fim_markdown(runs, categories, notes))
+    files = [out / "results.json", out / "predictions.jsonl", out / "report.md"]
     if options.plot:
         files.append(plot_scores(out / "scores.png", runs, categories))
     _print_fim_table(console, runs, categories)
@@ -374,7 +371,7 @@ def run_benchmark(options: EvalOptions) -> int:
     results = {**summary, "pass@1": runs[0]["pass@1"], "seconds": round(seconds, 2), "runs": runs, "notes": notes}
     files = [
         *journal.finish(results, rows),
-        write_atomic(out / "report.md", benchmark_markdown(runs, Path(options.benchmark).name, notes)),
+        write_text_atomic(out / "report.md", benchmark_markdown(runs, Path(options.benchmark).name, notes)),
     ]
     for run in runs:
         console.print(f"{run['label']}: pass@1 {100 * run['pass@1']:.1f}% ({run['passed']}/{run['total']} tasks)")

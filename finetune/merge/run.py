@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from finetune.errors import UserError
-from finetune.io import AtomicDir
+from finetune.io import AtomicDir, directory_bytes
 from finetune.merge.load import (
     AdapterInfo,
     BaseCheckpoint,
@@ -31,7 +31,6 @@ from finetune.merge.load import (
 )
 from finetune.merge.options import DENSITY_METHODS, MergeOptions
 from finetune.merge.verify import RELATIVE_TOLERANCE, VerifyResult, prompt_ids, verify
-from finetune.sizes import directory_bytes
 
 _TOKENIZER_FILES = ("chat_template.jinja", "chat_template.json")
 

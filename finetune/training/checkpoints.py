@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import struct
 import time
@@ -21,6 +20,8 @@ import zipfile
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from finetune.io import write_text_atomic
 
 MARKER = "finetune-complete.json"
 QUARANTINE_PREFIX = "incomplete-"
@@ -130,9 +131,7 @@ def problem(checkpoint: Path) -> str | None:
 def mark_complete(checkpoint: Path, step: int) -> None:
     """Record every file of a finished checkpoint and its size; written to a temporary name, then renamed."""
     record = {"step": step, "files": _files(checkpoint)}
-    tmp = checkpoint / f".{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, checkpoint / MARKER)
+    write_text_atomic(checkpoint / MARKER, json.dumps(record, indent=1) + "\n")
 
 
 def settle(directory: Path) -> tuple[Path | None, list[str]]:

@@ -22,7 +22,7 @@ import pathspec
 from finetune.data.ingest.languages import LANGUAGES, detect_language
 from finetune.data.types import Document
 from finetune.errors import UserError
-from finetune.sizes import human_bytes
+from finetune.io import human_bytes
 
 # Why a file was left out; also the order in which the reasons are checked.
 SKIP_REASONS = (
