@@ -10,12 +10,58 @@ for re-runs can still be continued with `resume=true` on the command line.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from finetune.errors import UserError
+from finetune.io import write_text_atomic
 from finetune.lock import RunLock
 from finetune.training.checkpoints import checkpoints, discard_quarantined, settle
+
+RECIPE_FILE = "recipe.yaml"  # the fully resolved recipe: how the run was trained
+SPLIT_FILE = "split.json"  # the held-out files: what evaluation may use
+REPORT_FILE = "data_report.json"
+
+
+def write_run_records(directory: Path, recipe_yaml: str, data_report: dict, split: dict) -> None:
+    """The files that let merge, complete and eval (and a person) know how a run was made."""
+    write_text_atomic(directory / RECIPE_FILE, recipe_yaml)
+    write_text_atomic(directory / REPORT_FILE, json.dumps(data_report, indent=2) + "\n")
+    write_text_atomic(directory / SPLIT_FILE, json.dumps(split, indent=2) + "\n")
+
+
+def saved_recipe(directory: Path | None, strict: bool = False) -> dict[str, Any]:
+    """The resolved recipe a run saved in `directory`: {} when there is none; an unreadable one is {} or, `strict`,
+    a one-line error (merge must not guess how an adapter was trained)."""
+    import yaml
+
+    if directory is None or not (directory / RECIPE_FILE).is_file():
+        return {}
+    try:
+        data = yaml.safe_load((directory / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        if strict:
+            raise UserError(
+                f"{directory / RECIPE_FILE} is not valid YAML: fix or delete it (it records how the run was trained)"
+            ) from None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def split_file(directory: str | Path | None) -> Path | None:
+    """The split.json a run saved in `directory`, if there is one."""
+    path = Path(directory) / SPLIT_FILE if directory else None
+    return path if path is not None and path.is_file() else None
+
+
+def held_out_paths(split: Path) -> set[str]:
+    """The files a run held out of training, from its split.json."""
+    try:
+        return set(json.loads(split.read_text(encoding="utf-8"))["eval_paths"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{split} is not a training run's split.json (no eval_paths list): pass another --split") from None
 
 
 def last_checkpoint(directory: Path) -> Path | None:

@@ -4,7 +4,6 @@ infilling benchmark with execution; write results.json, report.md, predictions.j
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from finetune.evaluate.report import (
 )
 from finetune.evaluate.truncate import truncate
 from finetune.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from finetune.run import held_out_paths, split_file
 
 
 @dataclass(frozen=True)
@@ -74,18 +74,7 @@ def find_split(options: EvalOptions) -> Path | None:
         if not Path(options.split).is_file():
             raise UserError(f"--split {options.split} not found: pass the split.json a training run wrote")
         return Path(options.split)
-    for directory in (options.adapter, options.model):
-        if directory and (Path(directory) / "split.json").is_file():
-            return Path(directory) / "split.json"
-    return None
-
-
-def held_out_paths(split: Path) -> set[str]:
-    try:
-        data = json.loads(split.read_text(encoding="utf-8"))
-        return set(data["eval_paths"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{split} is not a training run's split.json (no eval_paths list): pass another --split") from None
+    return split_file(options.adapter) or split_file(options.model)
 
 
 def held_out_documents(repo: str, split: Path | None, notes: list[str]):

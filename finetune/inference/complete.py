@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from finetune.data.tokenize.families import SampleEncoder, detect_family, get_family
 from finetune.errors import UserError
+from finetune.run import saved_recipe, split_file
 
 if TYPE_CHECKING:
     import torch
@@ -44,23 +45,6 @@ class Completer:
     def decode(self, ids: list[int]) -> str:
         """Generated ids as the text they continue with: no dummy-prefix space lost or added."""
         return self.encoder.pieces.decode_continuation(ids)
-
-
-def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def run_recipe(directory: Path | None) -> dict:
-    """The resolved recipe a training run saved in `directory` (empty when there is none)."""
-    if directory is None or not (directory / "recipe.yaml").is_file():
-        return {}
-    return _read_yaml(directory / "recipe.yaml")
 
 
 def _has_tokenizer(directory: Path) -> bool:
@@ -102,7 +86,7 @@ def load_completer(
     run_dir = Path(adapter) if adapter else None
     if run_dir is not None and not run_dir.is_dir():
         raise UserError(f"adapter {adapter} not found: pass the output_dir of a training run")
-    recipe = run_recipe(run_dir) or run_recipe(Path(model) if model else None)
+    recipe = saved_recipe(run_dir) or saved_recipe(Path(model) if model else None)
     if model is None:
         model = (recipe.get("model") or {}).get("name_or_path")
         if not model:
@@ -145,7 +129,7 @@ def load_completer(
 
 def _run_dir_of(model: str) -> Path | None:
     path = Path(model)
-    return path if (path / "split.json").is_file() else None
+    return path if split_file(path) else None
 
 
 def _qlora_config(recipe: dict, dtype: torch.dtype):

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
 from finetune.config.inputs import check_model_location
 from finetune.config.schema import QuantizationSection
 from finetune.errors import UserError
 from finetune.merge.options import EQUAL_RANK_METHODS
+from finetune.run import RECIPE_FILE, saved_recipe
 from finetune.runtime import DTYPES, Runtime, resolve_dtype
 from finetune.runtime import four_bit_config as build_four_bit_config
 from finetune.training.model import keep_cpu_4bit_in_full_precision
@@ -88,20 +88,15 @@ def read_adapter(path: str | Path, assume_qlora: bool = False) -> AdapterInfo:
     if not any((directory / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
         raise UserError(f"{directory} has adapter_config.json but no adapter_model.safetensors: copy the weights too")
     info = AdapterInfo(path=directory, config=config, method="qlora" if assume_qlora else "unknown")
-    recipe_file = directory / "recipe.yaml"
-    if recipe_file.is_file():
-        _read_training_recipe(info, recipe_file, assume_qlora)
+    if (directory / RECIPE_FILE).is_file():
+        _read_training_recipe(info, directory, assume_qlora)
     return info
 
 
-def _read_training_recipe(info: AdapterInfo, recipe_file: Path, assume_qlora: bool) -> None:
+def _read_training_recipe(info: AdapterInfo, directory: Path, assume_qlora: bool) -> None:
     """Take only what merging needs from recipe.yaml, leniently, so recipes of other versions still work."""
-    try:
-        raw = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        raise UserError(
-            f"{recipe_file} is not valid YAML: fix or delete it (it tells merge how training ran)"
-        ) from None
+    raw = saved_recipe(directory, strict=True)
+    recipe_file = directory / RECIPE_FILE
     model = raw.get("model") or {}
     info.method = "qlora" if assume_qlora else str(raw.get("method", "lora"))
     info.train_dtype = str(model.get("dtype", "auto"))

@@ -23,7 +23,7 @@ from finetune.data.pipeline import PreparedData
 from finetune.data.sft.mixture import chat_setup, has_instructions
 from finetune.data.tokenize.families import SampleEncoder, detect_family, ensure_fim_tokens
 from finetune.errors import UserError
-from finetune.run import RunDir, last_checkpoint
+from finetune.run import RunDir, last_checkpoint, write_run_records
 from finetune.runtime import Runtime, four_bit_config, resolve_runtime
 from finetune.training.checkpoints import CompletionMarker, checkpoint_step
 from finetune.training.collate import TokenCounter, packed_rows_collator, packing_layout
@@ -411,13 +411,8 @@ def _train(
 
 
 def _write_run_files(directory: Path, recipe: Recipe, data: PreparedData) -> None:
-    (directory / "recipe.yaml").write_text(recipe_to_yaml(recipe), encoding="utf-8")
-    (directory / "data_report.json").write_text(json.dumps(data.report(), indent=2) + "\n", encoding="utf-8")
-    (directory / "split.json").write_text(
-        json.dumps({"seed": recipe.seed, "eval_split": recipe.data.eval_split, "eval_paths": data.eval_paths}, indent=2)
-        + "\n",
-        encoding="utf-8",
-    )
+    split = {"seed": recipe.seed, "eval_split": recipe.data.eval_split, "eval_paths": data.eval_paths}
+    write_run_records(directory, recipe_to_yaml(recipe), data.report(), split)
 
 
 def _read_metrics(path: Path, lenient: bool = False) -> list[dict[str, Any]]:
