@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune.cli import args as types
-from finetune.data.cache import default_cache_dir
 from finetune.errors import UserError
 from finetune.io import directory_bytes, human_bytes
 
@@ -61,6 +60,8 @@ def _count(entries: list[CacheEntry]) -> str:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
+    from finetune.data.cache import default_cache_dir  # datasets loads only when a cache command runs
+
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     if cache_dir.exists() and not cache_dir.is_dir():
         raise UserError(f"--cache-dir {cache_dir} is a file: give the cache folder")

@@ -12,12 +12,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune.cli import args as types
-from finetune.data.ingest.scan import scan_text
-from finetune.data.ingest.scrub import Scrubber
 from finetune.errors import UserError
+
+if TYPE_CHECKING:
+    from finetune.data.ingest.scrub import Scrubber
 
 INSTRUCTION_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -39,6 +40,9 @@ def cmd_data_scan(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False, soft_wrap=True)
     start = time.perf_counter()
+    from finetune.data.ingest.scan import scan_text  # detect-secrets loads only when scanning
+    from finetune.data.ingest.scrub import Scrubber
+
     scrubber = Scrubber()  # shows file names that hold a secret scrubbed
     kinds: Counter[str] = Counter()
     items, size = 0, 0

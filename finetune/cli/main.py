@@ -1,4 +1,8 @@
-"""The `finetune` command line: one subcommand per job, one-line errors with exit status 2 for bad input."""
+"""The `finetune` command line: one registry of commands, one-line errors with exit status 2 for bad input.
+
+Each command lives in its own module of this package and imports its heavy libraries (torch, transformers, ...)
+only when it runs, so `finetune --help` and a bad option are answered at once.
+"""
 
 from __future__ import annotations
 
@@ -8,160 +12,22 @@ import sys
 import warnings
 
 import finetune
-from finetune.cli import args as types
+from finetune.cli import cache, complete, data, evaluate, launch_check, merge, recipe, train
 from finetune.cli.args import Parser
 from finetune.errors import UserError
 
-
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=False, highlight=False)
-
-
-def _checked_recipe(args: argparse.Namespace):
-    """The command's recipe, validated, with every input path checked: before any heavy import or model load."""
-    from finetune.config.inputs import check_recipe_inputs
-    from finetune.config.schema import load_recipe
-
-    recipe = load_recipe(args.recipe, args.overrides)
-    check_recipe_inputs(recipe)
-    return recipe
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    recipe = _checked_recipe(args)
-    from finetune.training.trainer import run
-
-    console = _console()
-    summary = run(recipe, console=console)
-    if summary is not None:
-        console.rule("[bold]finetune train: done")
-        for line in summary.lines():
-            console.print(line)
-    return 0
-
-
-def cmd_recipe_show(args: argparse.Namespace) -> int:
-    from finetune.config.schema import load_recipe, recipe_to_yaml
-
-    sys.stdout.write(recipe_to_yaml(load_recipe(args.recipe, args.overrides)))
-    return 0
-
-
-def cmd_recipe_keys(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from finetune.config.schema import iter_keys
-
-    table = Table("key", "type", "default", "description", box=None, pad_edge=False)
-    for key, type_name, default, description in iter_keys():
-        table.add_row(key, type_name, default, description)
-    _console().print(table)
-    return 0
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    recipe = _checked_recipe(args)
-    from finetune.training.trainer import prepare
-
-    console = _console()
-    _, family, _, data, entry, cached = prepare(recipe)
-    for line in data.ingest_lines:
-        console.print(f"[dim]data:[/dim] {line}")
-    stats = ", ".join(f"{k} {v:,}" for k, v in sorted(data.stats.items()))
-    console.print(f"[dim]samples:[/dim] {stats}")
-    console.rule("[bold]finetune prepare: done")
-    console.print(f"{len(data.train):,} train / {len(data.eval) if data.eval else 0:,} eval samples, family {family}")
-    console.print(f"{'reused' if cached else 'wrote'} {entry} (report.json there); `finetune train` will reuse it")
-    return 0
-
-
-def cmd_data_fim(args: argparse.Namespace) -> int:
-    from collections import Counter
-    from pathlib import Path
-
-    from finetune.config.schema import FimSection
-    from finetune.data.fim.transforms import make_samples
-    from finetune.data.ingest.scrub import Scrubber
-    from finetune.data.ingest.sources import clean_documents
-    from finetune.data.ingest.walk import walk_repository
-    from finetune.data.inspect import MODES, sample_record
-    from finetune.data.tokenize.families import get_family
-    from finetune.io import sweep_stale, write_jsonl_atomic
-
-    if args.family:
-        get_family(args.family)
-    docs, report = walk_repository(args.repo)
-    scrubber = Scrubber()
-    docs = clean_documents(docs, report, dedup=args.dedup, scrub=not args.keep_secrets, scrubber=scrubber)
-    structured, random_rate = MODES[args.mode]
-    fim = FimSection(structured_rate=structured, random_rate=random_rate, spm_rate=args.spm_rate)
-    stats: Counter[str] = Counter()
-    samples = make_samples(docs, fim, seed=args.seed, max_chars=args.max_chars, stats=stats)
-    swept = sweep_stale(Path(args.out).parent, [Path(args.out).name])
-    count = write_jsonl_atomic(Path(args.out), (sample_record(s, args.family) for s in samples))
-    console = _console()
-    for line in swept:
-        console.print(f"[dim]note:[/dim] {line}")
-    for line in report.summary_lines() + ([] if args.keep_secrets else scrubber.report.lines()):
-        console.print(f"[dim]data:[/dim] {line}")
-    console.print(f"[dim]samples:[/dim] {', '.join(f'{k} {v}' for k, v in sorted(stats.items()))}")
-    console.print(f"wrote {count} samples to {args.out}")
-    return 0
-
-
-def cmd_data_inspect(args: argparse.Namespace) -> int:
-    recipe = _checked_recipe(args)
-    from collections import Counter
-
-    from rich.panel import Panel
-
-    from finetune.cli.data_sft import chat_panel
-    from finetune.data.context.layout import ContextSample
-    from finetune.data.ingest.sources import load_data_documents
-    from finetune.data.inspect import sample_kind, token_view
-    from finetune.data.pipeline import ContextPlan, encode_sample, make_recipe_samples, sequence_chars, split_documents
-    from finetune.data.sft.mixture import SftData
-    from finetune.data.sft.records import Conversation
-    from finetune.data.types import IGNORE_INDEX
-    from finetune.training.trainer import load_encoder
-
-    _, family, _, encoder = load_encoder(recipe)
-    docs, _ = load_data_documents(recipe.data)
-    train_docs, _ = split_documents(docs, recipe.data.eval_split, recipe.seed)
-    max_chars = min(args.max_chars, sequence_chars(recipe, encoder, docs))
-    plan = ContextPlan.from_recipe(recipe, encoder, docs, train_docs)
-    items = make_recipe_samples(recipe, train_docs, plan, seed=recipe.seed, max_chars=max_chars, stats=Counter())
-    sft = SftData.load(recipe, encoder.tokenizer, family)  # instruction sources, shuffled in as training sees them
-    items = sft.mix(items, recipe.seed) if sft else items
-    console = _console()
-    wanted = {args.mode} if args.mode else None
-    shown = 0
-    for item in items:
-        if isinstance(item, Conversation):
-            if wanted and "chat" not in wanted:
-                continue
-            console.print(chat_panel(sft.chat, encoder, item, recipe.data.max_length))
-            shown += 1
-            if shown >= args.n:
-                break
-            continue
-        sample = item.sample if isinstance(item, ContextSample) else item
-        kind = sample_kind(sample)
-        if wanted and kind not in wanted:
-            continue
-        _, row = encode_sample(encoder, item)
-        in_loss = sum(label != IGNORE_INDEX for label in row["labels"])
-        title = f"{sample.path}  ({kind}{', ' + sample.node_type if sample.node_type else ''}"
-        title += f", {'spm' if sample.spm else 'psm'})" if sample.mode == "fim" else ")"
-        subtitle = f"{len(row['input_ids'])} tokens, {in_loss} in the loss (green); special tokens magenta"
-        console.print(Panel(token_view(encoder, row), title=title, subtitle=subtitle, title_align="left"))
-        shown += 1
-        if shown >= args.n:
-            break
-    console.print(f"showed {shown} training samples of family {family}")
-    return 0
+# each registers its subcommand(s), in the order `finetune --help` lists them
+COMMANDS = (
+    train.add_parser,
+    launch_check.add_parser,
+    train.add_prepare_parser,
+    data.add_parser,
+    cache.add_cache_parser,
+    merge.add_parser,
+    complete.add_parser,
+    evaluate.add_parser,
+    recipe.add_parser,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,63 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"finetune {finetune.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    train = sub.add_parser("train", help="train as a recipe says (also under `accelerate launch -m finetune train`)")
-    train.add_argument("recipe", help="recipe YAML file")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. training.max_steps=50")
-    train.set_defaults(func=cmd_train)
-    from finetune.cli import launch_check
-
-    launch_check.add_parser(sub)
-
-    prep = sub.add_parser("prepare", help="tokenize and cache the training set; `train` reuses a matching cache")
-    prep.add_argument("recipe", help="recipe YAML file")
-    prep.add_argument("overrides", nargs="*", metavar="key=value")
-    prep.set_defaults(func=cmd_prepare)
-
-    data = sub.add_parser("data", help="look at the samples a repository or recipe turns into")
-    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    fim = data_sub.add_parser("fim", help="write the FIM samples of a repository as JSON Lines")
-    fim.add_argument("repo", type=types.existing_dir, help="repository directory")
-    fim.add_argument("--mode", choices=["structured", "random", "mixed"], default="structured")
-    fim.add_argument("--family", help="also write each sample's text in this family's prompt format")
-    fim.add_argument("--seed", type=types.seed, default=42)
-    fim.add_argument("--spm-rate", type=types.fraction, default=0.5, help="fraction of samples in SPM order")
-    fim.add_argument("--max-chars", type=types.positive_int, default=16_000, help="longer files: a window around the middle")
-    fim.add_argument("--dedup", choices=["none", "exact", "near"], default="near", help="drop duplicate files")
-    fim.add_argument("--keep-secrets", action="store_true", help="do not scrub secrets (they are scrubbed by default)")
-    fim.add_argument("--out", required=True, type=types.output_file, help="output .jsonl file (written atomically)")
-    fim.set_defaults(func=cmd_data_fim)
-    inspect = data_sub.add_parser("inspect", help="show a recipe's formatted samples with the loss tokens coloured")
-    inspect.add_argument("recipe")
-    inspect.add_argument("overrides", nargs="*", metavar="key=value")
-    inspect.add_argument("-n", type=types.positive_int, default=5, help="how many samples")
-    inspect.add_argument("--mode", choices=["structured", "random", "plain", "chat"], help="only samples of this kind")
-    inspect.add_argument("--max-chars", type=types.positive_int, default=4000, help="window size for long files")
-    inspect.set_defaults(func=cmd_data_inspect)
-    from finetune.cli.cache import add_cache_parser
-    from finetune.cli.data_scan import add_scan_parser
-    from finetune.cli.data_sft import add_sft_parser
-
-    add_sft_parser(data_sub)
-    add_scan_parser(data_sub)
-    add_cache_parser(sub)
-
-    from finetune.cli import merge
-
-    merge.add_parser(sub)
-    from finetune.cli import complete, evaluate
-
-    complete.add_parser(sub)
-    evaluate.add_parser(sub)
-    recipe = sub.add_parser("recipe", help="show a resolved recipe or list every recipe key")
-    recipe_sub = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
-    show = recipe_sub.add_parser("show", help="print the fully resolved recipe (bases and overrides applied)")
-    show.add_argument("recipe")
-    show.add_argument("overrides", nargs="*", metavar="key=value")
-    show.set_defaults(func=cmd_recipe_show)
-    keys = recipe_sub.add_parser("keys", help="list every recipe key with its type, default and description")
-    keys.set_defaults(func=cmd_recipe_keys)
+    for register in COMMANDS:
+        register(sub)
     return parser
 
 
