@@ -91,7 +91,7 @@ class ShardProbe(TrainerCallback):
 
 def main(argv: list[str]) -> int:
     import finetune.training.trainer as train
-    from finetune.config.schema import load_recipe
+    from finetune.config.load import load_recipe
     from finetune.errors import UserError
 
     out = Path(argv[0])

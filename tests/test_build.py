@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config.schema import DatasetSource, JsonlSource, TextSource, validate_recipe
+from finetune.config.load import validate_recipe
+from finetune.config.schema import DatasetSource, JsonlSource, TextSource
 from finetune.data.ingest.sources import load_documents
 from finetune.data.pipeline import prepare_data, split_documents
 from finetune.data.tokenize.families import SampleEncoder

@@ -20,7 +20,7 @@ import yaml
 from conftest import train_recipe
 
 from finetune.cli.main import main as cli_main
-from finetune.config.schema import validate_recipe
+from finetune.config.load import validate_recipe
 from finetune.errors import UserError
 from finetune.training.launch import check_plan, plan_from_config_file, plan_from_env
 

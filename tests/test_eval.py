@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from finetune.cli.main import main
-from finetune.config.schema import validate_recipe
+from finetune.config.load import validate_recipe
 from finetune.data.ingest.walk import walk_repository
 from finetune.evaluate.items import CATEGORIES, build_items
 from finetune.evaluate.metrics import edit_similarity, exact_match, score_by_category

@@ -24,7 +24,7 @@ import yaml
 from conftest import train_recipe
 from safetensors.torch import load_file
 
-from finetune.config.schema import validate_recipe
+from finetune.config.load import validate_recipe
 from finetune.training.checkpoints import MARKER, checkpoints, problem
 from finetune.training.trainer import run
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config.schema import apply_overrides, iter_keys, load_recipe, recipe_to_yaml, validate_recipe
+from finetune.config.explain import iter_keys
+from finetune.config.load import apply_overrides, load_recipe, recipe_to_yaml, validate_recipe
 from finetune.errors import UserError
 
 BASE = """\

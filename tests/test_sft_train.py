@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from finetune.cli.main import main
-from finetune.config.schema import load_recipe, validate_recipe
+from finetune.config.load import load_recipe, validate_recipe
 from finetune.data.cache import cache_key
 from finetune.data.pipeline import prepare_data
 from finetune.data.sft.mixture import chat_setup

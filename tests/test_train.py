@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import train_recipe
 
-from finetune.config.schema import validate_recipe
+from finetune.config.load import validate_recipe
 from finetune.training.trainer import MetricsCallback, run
 
 

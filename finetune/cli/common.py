@@ -20,7 +20,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 def checked_recipe(args: argparse.Namespace):
     """The command's recipe, validated, with every input path checked: before any heavy import or model load."""
     from finetune.config.inputs import check_recipe_inputs
-    from finetune.config.schema import load_recipe
+    from finetune.config.load import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     check_recipe_inputs(recipe)

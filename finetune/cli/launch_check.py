@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 
 def cmd_launch_check(args) -> int:
     from finetune.config.inputs import check_recipe_inputs
-    from finetune.config.schema import load_recipe
+    from finetune.config.load import load_recipe
     from finetune.training.launch import check_plan, plan_from_config_file
 
     recipe = load_recipe(args.recipe, args.overrides)

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_recipe_show(args: argparse.Namespace) -> int:
-    from finetune.config.schema import load_recipe, recipe_to_yaml
+    from finetune.config.load import load_recipe, recipe_to_yaml
 
     sys.stdout.write(recipe_to_yaml(load_recipe(args.recipe, args.overrides)))
     return 0
@@ -28,7 +28,7 @@ def cmd_recipe_show(args: argparse.Namespace) -> int:
 def cmd_recipe_keys(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from finetune.config.schema import iter_keys
+    from finetune.config.explain import iter_keys
 
     table = Table("key", "type", "default", "description", box=None, pad_edge=False)
     for key, type_name, default, description in iter_keys():

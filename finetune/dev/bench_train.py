@@ -191,7 +191,7 @@ def _bench_overrides(output_dir: str, steps: int, warmup: int) -> list[str]:
 
 def bench_toolkit(recipe_path: str, overrides: list[str], steps: int, warmup: int, config: str) -> BenchResult:
     """The toolkit's own training path (`finetune train`), timed step by step."""
-    from finetune.config.schema import load_recipe
+    from finetune.config.load import load_recipe
     from finetune.training.trainer import run
 
     _reset_peak()
@@ -211,7 +211,7 @@ def bench_plain_trl(recipe_path: str, overrides: list[str], steps: int, warmup: 
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from finetune.config.schema import load_recipe
+    from finetune.config.load import load_recipe
     from finetune.runtime import resolve_runtime
     from finetune.training.model import load_model, lora_config
     from finetune.training.trainer import prepare

@@ -206,7 +206,7 @@ def pretrain(model_dir: Path, texts: list[str], steps: int, work: Path) -> Path:
     A model that has seen some Python makes the quickstart meaningful: its LoRA adapts a model that already knows
     the language to the sample repository, instead of learning token statistics from scratch.
     """
-    from finetune.config.schema import validate_recipe
+    from finetune.config.load import validate_recipe
     from finetune.training.trainer import run
 
     corpus = work / "pretrain.jsonl"

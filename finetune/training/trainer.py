@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from finetune.config.schema import Recipe, recipe_to_yaml
+from finetune.config.load import recipe_to_yaml
+from finetune.config.schema import Recipe
 from finetune.data.cache import prepare_cached
 from finetune.data.pipeline import PreparedData
 from finetune.data.sft.mixture import chat_setup, has_instructions
