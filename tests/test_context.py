@@ -6,15 +6,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finetune.data.context.layout import (
-    ContextSample,
-    RepoRetriever,
-    context_query,
-    dependency_graph,
-    order_files,
-    split_identifier,
-    with_retrieved_context,
-)
+from finetune.data.context.layout import ContextSample, context_query, with_retrieved_context
+from finetune.data.context.ordering import dependency_graph, order_files
+from finetune.data.context.retrieval import RepoRetriever, split_identifier
 from finetune.data.ingest.languages import comment_line
 from finetune.data.tokenize.families import FAMILIES
 from finetune.data.types import Document, Sample

@@ -15,15 +15,9 @@ from pathlib import Path
 from datasets import Dataset
 
 from finetune.config.schema import Recipe
-from finetune.data.context.layout import (
-    ContextSample,
-    RepoRetriever,
-    Snippet,
-    neighbor_snippets,
-    order_files,
-    with_context,
-    with_retrieved_context,
-)
+from finetune.data.context.layout import ContextSample, neighbor_snippets, with_context, with_retrieved_context
+from finetune.data.context.ordering import order_files
+from finetune.data.context.retrieval import RepoRetriever, Snippet
 from finetune.data.fim.transforms import make_samples
 from finetune.data.holdout import is_held_out
 from finetune.data.ingest.scrub import Scrubber
