@@ -11,7 +11,7 @@ from finetune.config.load import validate_recipe
 from finetune.config.schema import DatasetSource, JsonlSource, TextSource
 from finetune.data.ingest.sources import load_documents
 from finetune.data.pipeline import prepare_data, split_documents
-from finetune.data.tokenize.families import SampleEncoder
+from finetune.data.tokenize.encoder import SampleEncoder
 from finetune.data.types import IGNORE_INDEX, Document
 from finetune.errors import UserError
 

@@ -10,7 +10,7 @@ import yaml
 
 from finetune.cli.main import main
 from finetune.data.ingest.walk import walk_repository
-from finetune.data.tokenize.families import SampleEncoder, render_text
+from finetune.data.tokenize.encoder import SampleEncoder, render_text
 from finetune.data.types import Sample
 
 SAMPLE_REPO = Path(__file__).resolve().parents[1] / "data" / "sample-repo"

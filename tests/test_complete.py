@@ -8,7 +8,7 @@ import pytest
 
 from finetune.cli.complete import split_at_cursor
 from finetune.cli.main import main
-from finetune.data.tokenize.families import SampleEncoder
+from finetune.data.tokenize.encoder import SampleEncoder
 from finetune.inference.complete import Sampling, _finish, generate, load_completer
 
 CODE = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"

@@ -12,13 +12,8 @@ import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from finetune.data.tokenize.families import (
-    FAMILIES,
-    SampleEncoder,
-    aixcoder_header,
-    detect_family,
-    ensure_fim_tokens,
-)
+from finetune.data.tokenize.encoder import SampleEncoder
+from finetune.data.tokenize.families import FAMILIES, aixcoder_header, detect_family, ensure_fim_tokens
 from finetune.data.types import IGNORE_INDEX, Sample
 from finetune.dev.tiny import build_tiny_model, build_tokenizer
 from finetune.errors import UserError

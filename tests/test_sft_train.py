@@ -14,7 +14,7 @@ from finetune.config.load import load_recipe, validate_recipe
 from finetune.data.cache import cache_key
 from finetune.data.pipeline import prepare_data
 from finetune.data.sft.mixture import chat_setup
-from finetune.data.tokenize.families import SampleEncoder
+from finetune.data.tokenize.encoder import SampleEncoder
 from finetune.data.types import IGNORE_INDEX
 from finetune.errors import UserError
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from finetune.data.tokenize.families import SampleEncoder, render_text
+from finetune.data.tokenize.encoder import SampleEncoder, render_text
 from finetune.data.types import IGNORE_INDEX, Sample
 
 MODES = {"structured": (1.0, 0.0), "random": (0.0, 1.0), "mixed": (0.5, 0.5)}

@@ -25,7 +25,7 @@ from finetune.data.ingest.sources import load_data_documents
 from finetune.data.sft.chat import ChatEncoder
 from finetune.data.sft.mixture import SftData
 from finetune.data.sft.records import Conversation
-from finetune.data.tokenize.families import SampleEncoder
+from finetune.data.tokenize.encoder import SampleEncoder
 from finetune.data.types import IGNORE_INDEX, Document, Sample
 from finetune.errors import UserError
 

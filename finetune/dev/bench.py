@@ -25,7 +25,8 @@ _WORKER_STATE: dict = {}
 def _load_encoder(tokenizer_dir: str):
     from transformers import AutoTokenizer
 
-    from finetune.data.tokenize.families import SampleEncoder, detect_family
+    from finetune.data.tokenize.encoder import SampleEncoder
+    from finetune.data.tokenize.families import detect_family
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     return SampleEncoder(tokenizer, detect_family(tokenizer))

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from finetune.data.tokenize.families import SampleEncoder
+from finetune.data.tokenize.encoder import SampleEncoder
 from finetune.evaluate.items import EvalItem, build_items
 from finetune.evaluate.metrics import score_by_category
 from finetune.evaluate.truncate import truncate

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune.data.tokenize.families import SampleEncoder, detect_family, get_family
+from finetune.data.tokenize.encoder import SampleEncoder
+from finetune.data.tokenize.families import detect_family, get_family
 from finetune.errors import UserError
 from finetune.run import saved_recipe, split_file
 

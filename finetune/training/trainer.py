@@ -22,7 +22,8 @@ from finetune.config.schema import Recipe
 from finetune.data.cache import prepare_cached
 from finetune.data.pipeline import PreparedData
 from finetune.data.sft.mixture import chat_setup, has_instructions
-from finetune.data.tokenize.families import SampleEncoder, detect_family, ensure_fim_tokens
+from finetune.data.tokenize.encoder import SampleEncoder
+from finetune.data.tokenize.families import detect_family, ensure_fim_tokens
 from finetune.errors import UserError
 from finetune.run import RunDir, last_checkpoint, write_run_records
 from finetune.runtime import Runtime, four_bit_config, resolve_runtime
