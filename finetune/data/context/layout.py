@@ -38,7 +38,7 @@ from typing import Literal
 
 from finetune.data.context.retrieval import RepoRetriever, Snippet
 from finetune.data.ingest.languages import comment_line
-from finetune.data.tokenize.families import FAMILIES
+from finetune.data.tokenize.families import FAMILIES, RepoLayout
 from finetune.data.types import Document, Sample
 
 SegmentKind = Literal["repo_name", "file_sep", "text"]
@@ -66,27 +66,10 @@ class ContextSample:
         return sum(len(text) for _, text in self.context) + len(self.lead)
 
 
-@dataclass(frozen=True)
-class _RepoLayout:
-    """How a family with repository tokens writes them (sources in the module docstring)."""
-
-    newline_after_repo_name: bool
-    newline_after_file: bool
-    path_in_prefix: bool
-
-
-_REPO_LAYOUTS = {
-    "starcoder": _RepoLayout(newline_after_repo_name=False, newline_after_file=False, path_in_prefix=True),
-    "qwen": _RepoLayout(newline_after_repo_name=True, newline_after_file=True, path_in_prefix=False),
-}
-
-
-def _repo_layout(family: str | None) -> _RepoLayout | None:
-    """The family's repository layout; Qwen's for a family that has the tokens but no entry here; None: comments."""
-    if family in _REPO_LAYOUTS:
-        return _REPO_LAYOUTS[family]
+def _repo_layout(family: str | None) -> RepoLayout | None:
+    """The family's repository layout; None: the context goes in as comments."""
     spec = FAMILIES.get(family) if family else None
-    return _REPO_LAYOUTS["qwen"] if spec and spec.repo_name and spec.file_sep else None
+    return spec.repo_layout if spec else None
 
 
 def context_query(sample: Sample, chars: int = 2000) -> str:
@@ -113,7 +96,7 @@ def _fit(blocks: list[str], budget: int) -> list[int]:
 
 
 def _repo_context(
-    path: str, snippets: list[Snippet], layout: _RepoLayout, repo_name: str, budget: int
+    path: str, snippets: list[Snippet], layout: RepoLayout, repo_name: str, budget: int
 ) -> tuple[tuple[Segment, ...], str]:
     """Repository-token layout: `[repo_name name] (file_sep path\\ncode)* file_sep` + the current file's path."""
     head: list[Segment] = []

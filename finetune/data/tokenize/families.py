@@ -15,6 +15,16 @@ from finetune.errors import UserError
 
 
 @dataclass(frozen=True)
+class RepoLayout:
+    """How a family with repository tokens lays out other files in front of a sample (sources: the docstring of
+    data/context/layout.py)."""
+
+    newline_after_repo_name: bool
+    newline_after_file: bool
+    path_in_prefix: bool
+
+
+@dataclass(frozen=True)
 class FimFamily:
     """A model family's FIM tokens and layout rules.
 
@@ -39,6 +49,7 @@ class FimFamily:
     pad: str | None = None
     repo_name: str | None = None
     file_sep: str | None = None
+    repo_layout: RepoLayout | None = None  # None: retrieved context becomes comments in the sample's language
 
     @property
     def fim_tokens(self) -> tuple[str, ...]:
@@ -72,6 +83,7 @@ FAMILIES: dict[str, FimFamily] = {
         pad="<fim_pad>",
         repo_name="<repo_name>",
         file_sep="<file_sep>",
+        repo_layout=RepoLayout(newline_after_repo_name=False, newline_after_file=False, path_in_prefix=True),
     ),
     # CodeLlama (meta-llama/codellama `infilling_prompt_tokens`): `<s> ▁<PRE> {pre} ▁<SUF>{suf} ▁<MID>`, ends with EOT.
     "codellama": FimFamily(
@@ -105,6 +117,7 @@ FAMILIES: dict[str, FimFamily] = {
         pad="<|fim_pad|>",
         repo_name="<|repo_name|>",
         file_sep="<|file_sep|>",
+        repo_layout=RepoLayout(newline_after_repo_name=True, newline_after_file=True, path_in_prefix=False),
     ),
 }
 
