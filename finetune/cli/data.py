@@ -75,22 +75,16 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
     from finetune.cli.data_sft import chat_panel
     from finetune.data.context.layout import ContextSample
-    from finetune.data.ingest.sources import load_data_documents
     from finetune.data.inspect import sample_kind, token_view
-    from finetune.data.pipeline import ContextPlan, encode_sample, make_recipe_samples, sequence_chars, split_documents
-    from finetune.data.sft.mixture import SftData
-    from finetune.data.sft.records import Conversation
-    from finetune.data.types import IGNORE_INDEX
-    from finetune.training.trainer import load_encoder
+    from finetune.data.pipeline import RecipeSources, encode_sample
+    from finetune.data.tokenize.setup import load_encoder
+    from finetune.data.types import IGNORE_INDEX, Conversation
 
-    _, family, _, encoder = load_encoder(recipe)
-    docs, _ = load_data_documents(recipe.data)
-    train_docs, _ = split_documents(docs, recipe.data.eval_split, recipe.seed)
-    max_chars = min(args.max_chars, sequence_chars(recipe, encoder, docs))
-    plan = ContextPlan.from_recipe(recipe, encoder, docs, train_docs)
-    items = make_recipe_samples(recipe, train_docs, plan, seed=recipe.seed, max_chars=max_chars, stats=Counter())
-    sft = SftData.load(recipe, encoder.tokenizer, family)  # instruction sources, shuffled in as training sees them
-    items = sft.mix(items, recipe.seed) if sft else items
+    setup = load_encoder(recipe)
+    family, encoder = setup.family, setup.encoder
+    sources = RecipeSources.load(recipe, encoder, max_chars=args.max_chars)
+    items = sources.items(True, Counter())  # instruction conversations shuffled in as training sees them
+    sft = sources.sft
     console = make_console()
     wanted = {args.mode} if args.mode else None
     shown = 0

@@ -34,10 +34,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     recipe = checked_recipe(args)
-    from finetune.training.trainer import prepare
+    from finetune.data.cache import prepare
 
     console = make_console()
-    _, family, _, data, entry, cached = prepare(recipe)
+    prepared = prepare(recipe)
+    family, data, entry, cached = prepared.setup.family, prepared.data, prepared.entry, prepared.cached
     for line in data.ingest_lines:
         console.print(f"[dim]data:[/dim] {line}")
     stats = ", ".join(f"{k} {v:,}" for k, v in sorted(data.stats.items()))

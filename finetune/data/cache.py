@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import load_from_disk
@@ -20,6 +21,7 @@ import finetune
 from finetune.config.schema import Recipe
 from finetune.data.pipeline import PreparedData
 from finetune.data.sft.mixture import has_instructions
+from finetune.data.tokenize.setup import TokenizerSetup, load_encoder
 from finetune.io import make_temp_dir, sweep_stale
 
 
@@ -130,3 +132,25 @@ def prepare_cached(recipe: Recipe, encoder, family: str) -> tuple[PreparedData, 
         data = load_cached(path) or data
         data.ingest_lines = [*data.ingest_lines, *swept]
     return data, path, False
+
+
+@dataclass
+class Prepared:
+    """A recipe's tokenizer set-up and tokenized data, and the cache entry they came from (or went to)."""
+
+    setup: TokenizerSetup
+    data: PreparedData
+    entry: Path
+    cached: bool  # True: read from the cache; False: prepared now
+
+
+def prepare(recipe: Recipe, state=None) -> Prepared:
+    """The recipe's tokenizer and tokenized data, from the cache or prepared now and cached.
+
+    Under several processes (`state`, an accelerate PartialState) the main one prepares and caches first; the others
+    then read its cache entry.
+    """
+    setup = load_encoder(recipe)
+    with state.main_process_first() if state is not None else contextlib.nullcontext():
+        data, entry, cached = prepare_cached(recipe, setup.encoder, setup.family)
+    return Prepared(setup, data, entry, cached)

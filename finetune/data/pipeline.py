@@ -22,6 +22,7 @@ from finetune.data.fim.transforms import make_samples
 from finetune.data.holdout import is_held_out
 from finetune.data.ingest.scrub import Scrubber
 from finetune.data.ingest.sources import load_data_documents
+from finetune.data.ingest.walk import IngestReport
 from finetune.data.sft.chat import ChatEncoder
 from finetune.data.sft.mixture import SftData
 from finetune.data.sft.records import Conversation
@@ -183,41 +184,67 @@ def sequence_chars(recipe: Recipe, encoder: SampleEncoder, documents: list[Docum
     return int((recipe.data.max_length - _RESERVED_TOKENS) * chars_per_token(encoder, documents) * 0.9)
 
 
+@dataclass
+class RecipeSources:
+    """The recipe's sources read, scrubbed and split, with what turns them into items: the one way to the samples
+    for `prepare`, `train` and `data inspect`."""
+
+    recipe: Recipe
+    documents: list[Document]
+    ingest: IngestReport
+    train_docs: list[Document]
+    eval_docs: list[Document]
+    plan: ContextPlan | None
+    max_chars: int
+    sft: SftData | None  # None without instruction sources
+    scrubber: Scrubber
+
+    @classmethod
+    def load(cls, recipe: Recipe, encoder: SampleEncoder, max_chars: int | None = None) -> RecipeSources:
+        scrubber = Scrubber()  # one for all sources, so the report counts every secret once
+        documents, ingest = load_data_documents(recipe.data, scrubber)
+        train_docs, eval_docs = split_documents(documents, recipe.data.eval_split, recipe.seed)
+        fits = sequence_chars(recipe, encoder, documents)
+        return cls(
+            recipe=recipe,
+            documents=documents,
+            ingest=ingest,
+            train_docs=train_docs,
+            eval_docs=eval_docs,
+            plan=ContextPlan.from_recipe(recipe, encoder, documents, train_docs),
+            max_chars=min(fits, max_chars) if max_chars else fits,
+            sft=SftData.load(recipe, encoder.tokenizer, encoder.family.name, scrubber),
+            scrubber=scrubber,
+        )
+
+    def items(self, train: bool, stats: Counter[str]) -> list[Sample | ContextSample | Conversation]:
+        """The train (or eval) samples and conversations, shuffled together as training sees them."""
+        docs, seed = (self.train_docs, self.recipe.seed) if train else (self.eval_docs, self.recipe.seed + 1)
+        items: list = make_recipe_samples(self.recipe, docs, self.plan, seed=seed, max_chars=self.max_chars, stats=stats)
+        return self.sft.mix(items, seed, train=train) if self.sft else items
+
+
 def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
     """Load, scrub, split, transform and tokenize the recipe's data."""
-    scrubber = Scrubber()  # one for all sources, so the report counts every secret once
-    documents, ingest = load_data_documents(recipe.data, scrubber)
-    train_docs, eval_docs = split_documents(documents, recipe.data.eval_split, recipe.seed)
-    max_chars = sequence_chars(recipe, encoder, documents)
-    plan = ContextPlan.from_recipe(recipe, encoder, documents, train_docs)
-    stats: Counter[str] = Counter()
-
-    def transform(docs: list[Document], seed: int, counts: Counter[str]) -> list[Sample | ContextSample]:
-        return make_recipe_samples(recipe, docs, plan, seed=seed, max_chars=max_chars, stats=counts)
-
-    sft = SftData.load(recipe, encoder.tokenizer, encoder.family.name, scrubber)  # None without instruction sources
+    sources = RecipeSources.load(recipe, encoder)
+    sft = sources.sft
     chat = sft.chat if sft else None
-    train_items = transform(train_docs, recipe.seed, stats)
-    if sft:
-        train_items = sft.mix(train_items, recipe.seed)
-    train = encode_samples(train_items, encoder, recipe.data.max_length, stats, chat)
+    stats: Counter[str] = Counter()
+    train = encode_samples(sources.items(True, stats), encoder, recipe.data.max_length, stats, chat)
     if len(train) == 0:
         raise UserError("no training samples were produced: add data or lower data.eval_split")
     evaluation = None
-    if eval_docs or (sft and sft.eval):
+    if sources.eval_docs or (sft and sft.eval):
         eval_stats: Counter[str] = Counter()
-        eval_items = transform(eval_docs, recipe.seed + 1, eval_stats)
-        if sft:
-            eval_items = sft.mix(eval_items, recipe.seed + 1, train=False)
-        evaluation = encode_samples(eval_items, encoder, recipe.data.max_length, eval_stats, chat)
-    stats["train_documents"] = len(train_docs)
-    stats["eval_documents"] = len(eval_docs)
-    eval_paths = sorted(doc.path for doc in eval_docs)
-    ingest_report, ingest_lines = ingest.to_dict(), ingest.summary_lines()
+        evaluation = encode_samples(sources.items(False, eval_stats), encoder, recipe.data.max_length, eval_stats, chat)
+    stats["train_documents"] = len(sources.train_docs)
+    stats["eval_documents"] = len(sources.eval_docs)
+    eval_paths = sorted(doc.path for doc in sources.eval_docs)
+    ingest_report, ingest_lines = sources.ingest.to_dict(), sources.ingest.summary_lines()
     if sft:
         ingest_report["instructions"] = sft.report.to_dict()
         ingest_lines += sft.report.lines()
     if recipe.data.scrub_secrets:
-        ingest_report["secrets"] = scrubber.report.to_dict()
-        ingest_lines += scrubber.report.lines()
+        ingest_report["secrets"] = sources.scrubber.report.to_dict()
+        ingest_lines += sources.scrubber.report.lines()
     return PreparedData(train, evaluation, ingest_report, ingest_lines, eval_paths, dict(stats))

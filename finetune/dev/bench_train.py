@@ -212,9 +212,9 @@ def bench_plain_trl(recipe_path: str, overrides: list[str], steps: int, warmup: 
     from trl import SFTConfig, SFTTrainer
 
     from finetune.config.load import load_recipe
+    from finetune.data.cache import prepare
     from finetune.runtime import resolve_runtime
     from finetune.training.model import load_model, lora_config
-    from finetune.training.trainer import prepare
 
     _reset_peak()
     with tempfile.TemporaryDirectory(prefix="finetune-bench-") as tmp:
@@ -222,7 +222,8 @@ def bench_plain_trl(recipe_path: str, overrides: list[str], steps: int, warmup: 
             recipe_path, [*overrides, *_bench_overrides(f"{tmp}/run", steps, warmup), "model.attn_implementation=sdpa"]
         )
         runtime = resolve_runtime(recipe.model.dtype)
-        tokenizer, _, added, data, _, _ = prepare(recipe)
+        prepared = prepare(recipe)
+        tokenizer, data = prepared.setup.tokenizer, prepared.data
         model = load_model(recipe, runtime, vocab_size=len(tokenizer))
         t = recipe.training
         args = SFTConfig(
@@ -238,7 +239,7 @@ def bench_plain_trl(recipe_path: str, overrides: list[str], steps: int, warmup: 
             seed=recipe.seed,
             **({} if runtime.use_cuda else {"use_cpu": True, "bf16": False}),
         )
-        new_token_ids = list(range(len(tokenizer) - added, len(tokenizer)))
+        new_token_ids = prepared.setup.new_token_ids
         meter = StepMeter()
         trainer = SFTTrainer(
             model=model,

@@ -16,21 +16,6 @@ from finetune.runtime import Runtime, four_bit_config, seeded_random_model
 from finetune.training.launch import built_whole, current_plan_shards_parameters
 
 
-def load_tokenizer(recipe: Recipe):
-    from transformers import AutoTokenizer
-
-    check_model_location(recipe.model.name_or_path)
-    try:
-        return AutoTokenizer.from_pretrained(
-            recipe.model.name_or_path, trust_remote_code=recipe.model.trust_remote_code, revision=recipe.model.revision
-        )
-    except OSError as exc:
-        raise UserError(
-            f"could not load the tokenizer of {recipe.model.name_or_path} ({str(exc).splitlines()[0]}); "
-            "check model.name_or_path, or download the model first"
-        ) from None
-
-
 def attention_implementation(recipe: Recipe, runtime: Runtime) -> str:
     choice = recipe.model.attn_implementation
     has_flash = importlib.util.find_spec("flash_attn") is not None

@@ -19,18 +19,15 @@ from transformers import TrainerCallback
 
 from finetune.config.load import recipe_to_yaml
 from finetune.config.schema import Recipe
-from finetune.data.cache import prepare_cached
+from finetune.data.cache import prepare
 from finetune.data.pipeline import PreparedData
-from finetune.data.sft.mixture import chat_setup, has_instructions
-from finetune.data.tokenize.encoder import SampleEncoder
-from finetune.data.tokenize.families import detect_family, ensure_fim_tokens
 from finetune.errors import UserError
 from finetune.run import RunDir, last_checkpoint, write_run_records
 from finetune.runtime import Runtime, four_bit_config, resolve_runtime
 from finetune.training.checkpoints import CompletionMarker, checkpoint_step
 from finetune.training.collate import TokenCounter, packed_rows_collator, packing_layout
 from finetune.training.consolidate import save_final_model
-from finetune.training.model import load_model, load_tokenizer, lora_config
+from finetune.training.model import load_model, lora_config
 
 
 class MetricsCallback(TrainerCallback):
@@ -212,29 +209,6 @@ def use_liger(choice: bool | str, runtime: Runtime) -> bool:
     return bool(choice)
 
 
-def load_encoder(recipe: Recipe) -> tuple[Any, str, int, SampleEncoder]:
-    """Tokenizer (FIM tokens checked, or added), its family, how many tokens were added, and the sample encoder."""
-    tokenizer = load_tokenizer(recipe)
-    family = recipe.model.family if recipe.model.family != "auto" else detect_family(tokenizer)
-    added = ensure_fim_tokens(tokenizer, family, add=recipe.model.add_fim_tokens)
-    if has_instructions(recipe.data):  # the chat template (and its tokens) go on the tokenizer that gets saved
-        added += chat_setup(tokenizer, recipe.data, family)[1]
-    return tokenizer, family, added, SampleEncoder(tokenizer, family, loss_on=recipe.data.loss_on)
-
-
-def prepare(recipe: Recipe, state=None) -> tuple[Any, str, int, PreparedData, Path, bool]:
-    """Tokenizer (FIM tokens checked or added), family, tokens added, the tokenized data and its cache entry.
-
-    Under several processes the main one prepares (and caches) first; the others then read its cache entry.
-    """
-    from contextlib import nullcontext
-
-    tokenizer, family, added, encoder = load_encoder(recipe)
-    with state.main_process_first() if state is not None else nullcontext():
-        data, entry, cached = prepare_cached(recipe, encoder, family)
-    return tokenizer, family, added, data, entry, cached
-
-
 def run(recipe: Recipe, console=None, callbacks: list | None = None) -> RunSummary | None:
     """Train as the recipe says; returns the summary on the main process (None on the others).
 
@@ -272,18 +246,18 @@ def _run_locked(recipe: Recipe, state, rundir: RunDir, console, callbacks: list)
 
     checkpointing_arguments(SFTConfig, recipe.training, runtime)  # options it cannot honour fail here, not later
     set_seed(recipe.seed)
-    tokenizer, family, added, data, entry, cached = prepare(recipe, state)
+    prepared = prepare(recipe, state)
+    tokenizer, family, data = prepared.setup.tokenizer, prepared.setup.family, prepared.data
     if state.is_main_process:
         if console is not None:
             _print_data_summary(console, data, family)
-            console.print(f"[dim]data:[/dim] {'reused' if cached else 'cached'} prepared dataset {entry}")
+            console.print(f"[dim]data:[/dim] {'reused' if prepared.cached else 'cached'} prepared dataset {prepared.entry}")
         _, notes = rundir.prepare(overwrite=recipe.overwrite, resume=recipe.resume)
         for line in notes if console is not None else []:
             console.print(f"[dim]run:[/dim] {line}")
     state.wait_for_everyone()
     try:
-        new_token_ids = list(range(len(tokenizer) - added, len(tokenizer)))
-        return _train(recipe, runtime, tokenizer, family, data, rundir, state, new_token_ids, callbacks)
+        return _train(recipe, runtime, tokenizer, family, data, rundir, state, prepared.setup.new_token_ids, callbacks)
     except UserError:
         if state.is_main_process:
             rundir.discard_if_empty()
