@@ -13,6 +13,7 @@ from finetune.cli.main import main
 from finetune.config.load import load_recipe, validate_recipe
 from finetune.data.cache import cache_key
 from finetune.data.pipeline import prepare_data
+from finetune.data.sft.chat import ChatEncoder
 from finetune.data.sft.mixture import chat_setup
 from finetune.data.tokenize.encoder import SampleEncoder
 from finetune.data.types import IGNORE_INDEX
@@ -55,16 +56,17 @@ def mixed(tmp_path: Path) -> dict:
     }
 
 
-def encoder(recipe, tokenizer) -> SampleEncoder:
+def encoder(recipe, tokenizer) -> tuple[SampleEncoder, ChatEncoder]:
+    """The FIM encoder and the chat encoder of a copy of `tokenizer`, set up as training sets them up."""
     tokenizer = copy.deepcopy(tokenizer)
-    chat_setup(tokenizer, recipe.data, "starcoder")
-    return SampleEncoder(tokenizer, "starcoder")
+    chat, _ = chat_setup(tokenizer, recipe.data, "starcoder")
+    return SampleEncoder(tokenizer, "starcoder"), chat
 
 
 def test_mixed_recipe_has_both_kinds_weighted_decontaminated_and_deterministic(mixed: dict, bpe_tokenizer) -> None:
     recipe = validate_recipe(mixed)
-    enc = encoder(recipe, bpe_tokenizer("starcoder"))
-    data = prepare_data(recipe, enc)
+    enc, chat = encoder(recipe, bpe_tokenizer("starcoder"))
+    data = prepare_data(recipe, enc, chat)
     tokenizer = enc.tokenizer
     texts = [tokenizer.decode(ids) for ids in data.train["input_ids"]]
     chats = [i for i, t in enumerate(texts) if t.startswith("<|im_start|>")]
@@ -83,7 +85,7 @@ def test_mixed_recipe_has_both_kinds_weighted_decontaminated_and_deterministic(m
         learned = tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX])
         assert learned.endswith("<|im_end|>") and "<|im_start|>" not in learned
         assert labels[ids.index(tokenizer.convert_tokens_to_ids("<|im_start|>"))] == IGNORE_INDEX
-    again = prepare_data(validate_recipe(mixed), encoder(recipe, bpe_tokenizer("starcoder")))
+    again = prepare_data(validate_recipe(mixed), *encoder(recipe, bpe_tokenizer("starcoder")))
     assert again.train["input_ids"] == data.train["input_ids"] and again.train["labels"] == data.train["labels"]
 
 
@@ -91,7 +93,7 @@ def test_fixed_counts_eval_split_and_instruction_only_recipes(mixed: dict, bpe_t
     mixed["data"]["sources"] = [{"type": "instructions", "path": mixed["data"]["sources"][0]["path"], "samples": 30}]
     mixed["data"]["eval_split"] = 0.25
     recipe = validate_recipe(mixed)
-    data = prepare_data(recipe, encoder(recipe, bpe_tokenizer("starcoder")))
+    data = prepare_data(recipe, *encoder(recipe, bpe_tokenizer("starcoder")))
     report = data.ingest["instructions"]
     assert len(data.train) == 30 and report["train_records"] == 30  # repeats: fewer records than asked for
     assert data.eval is not None and len(data.eval) == report["eval_records"] > 0
@@ -100,12 +102,12 @@ def test_fixed_counts_eval_split_and_instruction_only_recipes(mixed: dict, bpe_t
 
 def test_cache_key_follows_the_template_and_the_benchmarks(mixed: dict, bpe_tokenizer, tmp_path: Path) -> None:
     recipe = validate_recipe(mixed)
-    first = cache_key(recipe, "starcoder", encoder(recipe, bpe_tokenizer("starcoder")).tokenizer)
+    first = cache_key(recipe, "starcoder", encoder(recipe, bpe_tokenizer("starcoder"))[0].tokenizer)
     mixed["data"]["sft"]["template"] = "alpaca"
     other = validate_recipe(mixed)
-    assert cache_key(other, "starcoder", encoder(other, bpe_tokenizer("starcoder")).tokenizer) != first
+    assert cache_key(other, "starcoder", encoder(other, bpe_tokenizer("starcoder"))[0].tokenizer) != first
     Path(recipe.data.sft.decontaminate.benchmarks[0]).write_text(json.dumps({"prompt": "something else"}) + "\n")
-    assert cache_key(recipe, "starcoder", encoder(recipe, bpe_tokenizer("starcoder")).tokenizer) != first
+    assert cache_key(recipe, "starcoder", encoder(recipe, bpe_tokenizer("starcoder"))[0].tokenizer) != first
 
 
 def test_inspect_shows_both_kinds(mixed: dict, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:

@@ -278,12 +278,13 @@ def test_checkpointing_choices_train_as_without_it(choice, every, tmp_path, tiny
 
 def test_checkpointing_options_that_cannot_apply_are_refused(tmp_path, tiny_model_dir, code_repo) -> None:
     from finetune.errors import UserError
-    from finetune.runtime import resolve_runtime
+    from finetune.training.launch import LaunchPlan
+    from finetune.training.plan import plan_training
     from finetune.training.trainer import training_arguments
 
     def arguments(**training):
         recipe = validate_recipe(recipe_dict(tmp_path / "run", tiny_model_dir, code_repo, **training))
-        return training_arguments(recipe, resolve_runtime(recipe.model.dtype), tmp_path / "run", has_eval=False)
+        return training_arguments(recipe, plan_training(recipe, LaunchPlan()), tmp_path / "run", has_eval=False)
 
     args = arguments(gradient_checkpointing=True, checkpoint_every_n_layers=2, offload_activations=True)
     assert args.activation_checkpointing is True

@@ -82,7 +82,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
     setup = load_encoder(recipe)
     family, encoder = setup.family, setup.encoder
-    sources = RecipeSources.load(recipe, encoder, max_chars=args.max_chars)
+    sources = RecipeSources.load(recipe, encoder, setup.chat, max_chars=args.max_chars)
     items = sources.items(True, Counter())  # instruction conversations shuffled in as training sees them
     sft = sources.sft
     console = make_console()

@@ -115,18 +115,18 @@ def save_cached(path: Path, data: PreparedData) -> list[str]:
     return swept
 
 
-def prepare_cached(recipe: Recipe, encoder, family: str) -> tuple[PreparedData, Path, bool]:
+def prepare_cached(recipe: Recipe, setup: TokenizerSetup) -> tuple[PreparedData, Path, bool]:
     """Prepared data for the recipe from the cache, or prepared now and cached; returns (data, entry, was_cached).
 
     Leftovers of killed prepares that this one removed are added to the data's ingest lines (the summary shows them).
     """
     from finetune.data.pipeline import prepare_data
 
-    path = cache_path(recipe, cache_key(recipe, family, encoder.tokenizer))
+    path = cache_path(recipe, cache_key(recipe, setup.family, setup.tokenizer))
     cached = load_cached(path) if recipe.data.cache else None
     if cached is not None:
         return cached, path, True
-    data = prepare_data(recipe, encoder)
+    data = prepare_data(recipe, setup.encoder, setup.chat)
     if recipe.data.cache:
         swept = save_cached(path, data)
         data = load_cached(path) or data
@@ -152,5 +152,5 @@ def prepare(recipe: Recipe, state=None) -> Prepared:
     """
     setup = load_encoder(recipe)
     with state.main_process_first() if state is not None else contextlib.nullcontext():
-        data, entry, cached = prepare_cached(recipe, setup.encoder, setup.family)
+        data, entry, cached = prepare_cached(recipe, setup)
     return Prepared(setup, data, entry, cached)

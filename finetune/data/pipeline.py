@@ -200,7 +200,9 @@ class RecipeSources:
     scrubber: Scrubber
 
     @classmethod
-    def load(cls, recipe: Recipe, encoder: SampleEncoder, max_chars: int | None = None) -> RecipeSources:
+    def load(
+        cls, recipe: Recipe, encoder: SampleEncoder, chat: ChatEncoder | None = None, max_chars: int | None = None
+    ) -> RecipeSources:
         scrubber = Scrubber()  # one for all sources, so the report counts every secret once
         documents, ingest = load_data_documents(recipe.data, scrubber)
         train_docs, eval_docs = split_documents(documents, recipe.data.eval_split, recipe.seed)
@@ -213,7 +215,7 @@ class RecipeSources:
             eval_docs=eval_docs,
             plan=ContextPlan.from_recipe(recipe, encoder, documents, train_docs),
             max_chars=min(fits, max_chars) if max_chars else fits,
-            sft=SftData.load(recipe, encoder.tokenizer, encoder.family.name, scrubber),
+            sft=SftData.load(recipe, chat, scrubber),
             scrubber=scrubber,
         )
 
@@ -224,9 +226,9 @@ class RecipeSources:
         return self.sft.mix(items, seed, train=train) if self.sft else items
 
 
-def prepare_data(recipe: Recipe, encoder: SampleEncoder) -> PreparedData:
-    """Load, scrub, split, transform and tokenize the recipe's data."""
-    sources = RecipeSources.load(recipe, encoder)
+def prepare_data(recipe: Recipe, encoder: SampleEncoder, chat: ChatEncoder | None = None) -> PreparedData:
+    """Load, scrub, split, transform and tokenize the recipe's data (`chat`: for instruction sources)."""
+    sources = RecipeSources.load(recipe, encoder, chat)
     sft = sources.sft
     chat = sft.chat if sft else None
     stats: Counter[str] = Counter()

@@ -213,18 +213,20 @@ def bench_plain_trl(recipe_path: str, overrides: list[str], steps: int, warmup: 
 
     from finetune.config.load import load_recipe
     from finetune.data.cache import prepare
-    from finetune.runtime import resolve_runtime
+    from finetune.training.launch import LaunchPlan
     from finetune.training.model import load_model, lora_config
+    from finetune.training.plan import plan_training
 
     _reset_peak()
     with tempfile.TemporaryDirectory(prefix="finetune-bench-") as tmp:
         recipe = load_recipe(
             recipe_path, [*overrides, *_bench_overrides(f"{tmp}/run", steps, warmup), "model.attn_implementation=sdpa"]
         )
-        runtime = resolve_runtime(recipe.model.dtype)
+        plan = plan_training(recipe, LaunchPlan())
+        runtime = plan.runtime
         prepared = prepare(recipe)
         tokenizer, data = prepared.setup.tokenizer, prepared.data
-        model = load_model(recipe, runtime, vocab_size=len(tokenizer))
+        model = load_model(recipe, plan, vocab_size=len(tokenizer))
         t = recipe.training
         args = SFTConfig(
             output_dir=f"{tmp}/run",

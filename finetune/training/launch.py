@@ -394,11 +394,3 @@ def built_whole() -> Iterator[None]:
         yield
     finally:
         hf_deepspeed._hf_deepspeed_config_weak_ref = registered
-
-
-def current_plan_shards_parameters() -> bool:
-    """Whether this process runs under ZeRO-3 or FSDP (then the model must not be pinned to one device on load)."""
-    try:
-        return plan_from_env().shards_parameters
-    except UserError:
-        return False

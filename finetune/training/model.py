@@ -12,8 +12,9 @@ import torch
 from finetune.config.inputs import check_model_location
 from finetune.config.schema import Recipe
 from finetune.errors import UserError
-from finetune.runtime import Runtime, four_bit_config, seeded_random_model
-from finetune.training.launch import built_whole, current_plan_shards_parameters
+from finetune.runtime import Runtime, seeded_random_model
+from finetune.training.launch import built_whole
+from finetune.training.plan import TrainPlan
 
 
 def attention_implementation(recipe: Recipe, runtime: Runtime) -> str:
@@ -28,9 +29,12 @@ def attention_implementation(recipe: Recipe, runtime: Runtime) -> str:
     return "flash_attention_2" if runtime.use_cuda and has_flash and runtime.dtype != torch.float32 else "sdpa"
 
 
-def load_model(recipe: Recipe, runtime: Runtime, vocab_size: int):
-    """The base model, quantized for QLoRA, embeddings resized to `vocab_size` when tokens were added."""
+def load_model(recipe: Recipe, plan: TrainPlan, vocab_size: int):
+    """The base model as `plan` says (precision, 4-bit, placement), embeddings resized to `vocab_size` when tokens
+    were added."""
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    runtime = plan.runtime
 
     name = recipe.model.name_or_path
     check_model_location(name)
@@ -40,9 +44,9 @@ def load_model(recipe: Recipe, runtime: Runtime, vocab_size: int):
         "trust_remote_code": recipe.model.trust_remote_code,
         "revision": recipe.model.revision,
     }
-    if recipe.method == "qlora":
-        kwargs["quantization_config"] = four_bit_config(recipe.quantization, runtime)
-        if runtime.use_cuda and not current_plan_shards_parameters():  # ZeRO-3/FSDP place the shards themselves
+    if plan.quantization is not None:
+        kwargs["quantization_config"] = plan.quantization
+        if runtime.use_cuda and not plan.launch.shards_parameters:  # ZeRO-3/FSDP place the shards themselves
             kwargs["device_map"] = {"": _local_device_index()}
     try:
         if recipe.model.random_init:

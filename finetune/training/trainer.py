@@ -6,11 +6,9 @@ touches the output directory, which is renamed into place when the run is comple
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +21,13 @@ from finetune.data.cache import prepare
 from finetune.data.pipeline import PreparedData
 from finetune.errors import UserError
 from finetune.run import RunDir, last_checkpoint, write_run_records
-from finetune.runtime import Runtime, four_bit_config, resolve_runtime
+from finetune.runtime import Runtime
 from finetune.training.checkpoints import CompletionMarker, checkpoint_step
 from finetune.training.collate import TokenCounter, packed_rows_collator, packing_layout
 from finetune.training.consolidate import save_final_model
+from finetune.training.launch import LaunchPlan
 from finetune.training.model import load_model, lora_config
+from finetune.training.plan import TrainPlan, plan_training
 
 
 class MetricsCallback(TrainerCallback):
@@ -120,14 +120,14 @@ class RunSummary:
         ]
 
 
-def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_eval: bool):
+def training_arguments(recipe: Recipe, plan: TrainPlan, output_dir: Path, has_eval: bool):
     from trl import SFTConfig
 
+    runtime = plan.runtime
     t = recipe.training
     optim = t.optim
     if optim == "auto":
         optim = "paged_adamw_8bit" if recipe.method == "qlora" and runtime.use_cuda else "adamw_torch"
-    liger = use_liger(t.liger, runtime)
     return SFTConfig(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.batch_size,
@@ -141,7 +141,7 @@ def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_e
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         optim=optim,
-        **checkpointing_arguments(SFTConfig, t, runtime),
+        **plan.checkpointing,
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_steps=t.save_steps,
@@ -155,7 +155,7 @@ def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_e
         fp16=runtime.fp16,
         use_cpu=not runtime.use_cuda,
         dataloader_num_workers=t.dataloader_num_workers,
-        use_liger_kernel=liger,
+        use_liger_kernel=plan.liger,
         torch_compile=t.torch_compile,
         max_length=recipe.data.max_length,
         packing=recipe.data.packing,
@@ -163,50 +163,6 @@ def training_arguments(recipe: Recipe, runtime: Runtime, output_dir: Path, has_e
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
-
-
-def checkpointing_arguments(config_class, training, runtime: Runtime) -> dict:
-    """Activation checkpointing as `SFTConfig` keywords: on/off, selective, every N layers, offloaded.
-
-    transformers 5.24 renamed gradient_checkpointing to activation_checkpointing (the old name warns) and added
-    `every_n_layers` and `offload`; TRL reads the `selective` key. Options the run cannot honour are refused here,
-    before any model is loaded, rather than silently ignored.
-    """
-    choice = training.gradient_checkpointing
-    enabled = runtime.use_cuda if choice == "auto" else choice is not False
-    extras = {"every_n_layers": training.checkpoint_every_n_layers} if training.checkpoint_every_n_layers > 1 else {}
-    if training.offload_activations:
-        extras["offload"] = True
-    if extras and not enabled:
-        why = " ('auto' is off on CPU)" if choice == "auto" else ""
-        raise UserError(
-            f"training.{'checkpoint_every_n_layers' if 'every_n_layers' in extras else 'offload_activations'} needs "
-            f"activation checkpointing, which is off{why}: set training.gradient_checkpointing=true or remove it"
-        )
-    known = {f.name for f in fields(config_class)}
-    name = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
-    if extras and name == "gradient_checkpointing":
-        import transformers
-
-        raise UserError(
-            f"training.checkpoint_every_n_layers and training.offload_activations need transformers >= 5.24 "
-            f"(installed: {transformers.__version__}): pip install -U 'transformers<6', or remove them"
-        )
-    kwargs = {"use_reentrant": False, **extras, **({"selective": True} if choice == "selective" else {})}
-    return {name: enabled, f"{name}_kwargs": kwargs if enabled else None}
-
-
-def use_liger(choice: bool | str, runtime: Runtime) -> bool:
-    """Liger's kernels are Triton (GPU only): 'auto' takes them when they can run, an explicit `true` insists."""
-    installed = importlib.util.find_spec("liger_kernel") is not None
-    if choice == "auto":
-        return installed and runtime.use_cuda
-    if choice and not (installed and runtime.use_cuda):
-        raise UserError(
-            "training.liger=true needs a CUDA GPU and the liger-kernel package: pip install liger-kernel, "
-            "or set training.liger=auto"
-        )
-    return bool(choice)
 
 
 def run(recipe: Recipe, console=None, callbacks: list | None = None) -> RunSummary | None:
@@ -222,29 +178,24 @@ def run(recipe: Recipe, console=None, callbacks: list | None = None) -> RunSumma
 
     from finetune.training.launch import check_launch
 
-    check_launch(recipe)  # DeepSpeed/FSDP launch settings against the recipe, before anything loads
+    launch = check_launch(recipe)  # DeepSpeed/FSDP launch settings against the recipe, before anything loads
     # Without a GPU, accelerate only sets up the process group (gloo) when told to run on CPU.
     state = PartialState(cpu=not torch.cuda.is_available())
     rundir = RunDir(recipe.output_dir)
     with rundir.lock() if state.is_main_process else nullcontext() as lock:
         if lock is not None and lock.note and console is not None:
             console.print(f"[yellow]note:[/yellow] {lock.note}")
-        return _run_locked(recipe, state, rundir, console, callbacks or [])
+        return _run_locked(recipe, launch, state, rundir, console, callbacks or [])
 
 
-def _run_locked(recipe: Recipe, state, rundir: RunDir, console, callbacks: list) -> RunSummary | None:
+def _run_locked(
+    recipe: Recipe, launch: LaunchPlan, state, rundir: RunDir, console, callbacks: list
+) -> RunSummary | None:
     from transformers import set_seed
 
     rundir.check(overwrite=recipe.overwrite, resume=recipe.resume)
     state.wait_for_everyone()  # every process has checked before the main one creates anything
-    runtime = resolve_runtime(recipe.model.dtype)
-    if recipe.method == "qlora":
-        four_bit_config(recipe.quantization, runtime)
-    check_tracker(recipe.training.report_to)
-    use_liger(recipe.training.liger, runtime)
-    from trl import SFTConfig
-
-    checkpointing_arguments(SFTConfig, recipe.training, runtime)  # options it cannot honour fail here, not later
+    plan = plan_training(recipe, launch)  # every option the run cannot honour fails here, before data or model load
     set_seed(recipe.seed)
     prepared = prepare(recipe, state)
     tokenizer, family, data = prepared.setup.tokenizer, prepared.setup.family, prepared.data
@@ -257,25 +208,11 @@ def _run_locked(recipe: Recipe, state, rundir: RunDir, console, callbacks: list)
             console.print(f"[dim]run:[/dim] {line}")
     state.wait_for_everyone()
     try:
-        return _train(recipe, runtime, tokenizer, family, data, rundir, state, prepared.setup.new_token_ids, callbacks)
+        return _train(recipe, plan, tokenizer, family, data, rundir, state, prepared.setup.new_token_ids, callbacks)
     except UserError:
         if state.is_main_process:
             rundir.discard_if_empty()
         raise
-
-
-_TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
-
-
-def check_tracker(report_to: str) -> None:
-    """An experiment tracker that is not installed fails before any work, not after the first logging step."""
-    package = _TRACKER_PACKAGES.get(report_to)
-    if package is None:
-        return
-    try:
-        importlib.import_module(package)
-    except ImportError:
-        raise UserError(f"training.report_to={report_to} needs the {package} package: pip install {package}") from None
 
 
 def _match_adapter_dtype(model, runtime: Runtime) -> None:
@@ -298,7 +235,7 @@ def _print_data_summary(console, data: PreparedData, family: str) -> None:
 
 def _train(
     recipe: Recipe,
-    runtime: Runtime,
+    plan: TrainPlan,
     tokenizer,
     family: str,
     data: PreparedData,
@@ -314,8 +251,9 @@ def _train(
     # the main process has moved incomplete checkpoints aside (RunDir.prepare): the newest one left is complete
     checkpoint = last_checkpoint(rundir.partial) if recipe.resume else None
     # before the model: under ZeRO-3 (zero3_init_flag) the arguments make from_pretrained build it sharded
-    args = training_arguments(recipe, runtime, rundir.partial, has_eval=data.eval is not None)
-    model = load_model(recipe, runtime, vocab_size=len(tokenizer))
+    runtime = plan.runtime
+    args = training_arguments(recipe, plan, rundir.partial, has_eval=data.eval is not None)
+    model = load_model(recipe, plan, vocab_size=len(tokenizer))
     # No peft.prepare_model_for_kbit_training for QLoRA: it upcasts the norms, embeddings and LM head to fp32, which
     # turns every hidden state after a norm into fp32 (slower, more memory); TRL readies the quantized model for
     # gradient checkpointing itself. quantization.fp32_norms restores the norm half of it, for comparisons.

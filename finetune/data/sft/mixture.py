@@ -66,18 +66,13 @@ def has_instructions(data: DataSection) -> bool:
 
 
 def chat_setup(tokenizer: Any, data: DataSection, family: str | None) -> tuple[ChatEncoder, int]:
-    """The run's chat encoder; on first use also gives the tokenizer the template (and its tokens), once.
-
-    Returns the encoder and how many tokens were added. Called by `train.load_encoder` before anything is tokenized,
-    so the saved tokenizer carries the template training used.
+    """Give the tokenizer the run's chat template (and its tokens); returns the chat encoder and how many tokens were
+    added. Called once, by `data.tokenize.setup.load_encoder`, before anything is tokenized, so the saved tokenizer
+    carries the template training used.
     """
-    done = getattr(tokenizer, "_finetune_chat_template", None)
-    if done is not None:
-        return ChatEncoder(tokenizer, tokenizer.chat_template, done), 0
     sft = data.sft
     template = resolve_template(tokenizer, sft.template, sft.chat_template, family)
     added = setup_chat_tokenizer(tokenizer, template, sft.system_prompt, sft.add_chat_tokens)
-    tokenizer._finetune_chat_template = template.name
     return ChatEncoder(tokenizer, tokenizer.chat_template, template.name), added
 
 
@@ -92,17 +87,19 @@ class SftData:
 
     @classmethod
     def load(
-        cls, recipe: Recipe, tokenizer: Any, family: str | None, scrubber: Scrubber | None = None
+        cls, recipe: Recipe, chat: ChatEncoder | None, scrubber: Scrubber | None = None
     ) -> SftData | None:
-        """None when the recipe has no instruction source. Secrets are scrubbed from every turn by `scrubber` (a new
-        one when none is given) unless the recipe says `scrub_secrets: false`."""
+        """None when the recipe has no instruction source. `chat` is the encoder `chat_setup` returned for the run's
+        tokenizer. Secrets are scrubbed from every turn by `scrubber` (a new one when none is given) unless the
+        recipe says `scrub_secrets: false`."""
         from finetune.data.ingest.scrub import Scrubber
 
         sources = instruction_sources(recipe.data)
         if not sources:
             return None
         scrubber = (scrubber or Scrubber()) if recipe.data.scrub_secrets else None
-        chat, _ = chat_setup(tokenizer, recipe.data, family)
+        if chat is None:
+            raise ValueError("instruction sources need the run's chat encoder: set the tokenizer up with chat_setup")
         decon = recipe.data.sft.decontaminate
         checker = (
             Decontaminator.from_files(decon.benchmarks, decon.field, decon.ngram, decon.threshold)

@@ -11,6 +11,7 @@ from typing import Any
 
 from finetune.config.inputs import check_model_location
 from finetune.config.schema import Recipe
+from finetune.data.sft.chat import ChatEncoder
 from finetune.data.sft.mixture import chat_setup, has_instructions
 from finetune.data.tokenize.encoder import SampleEncoder
 from finetune.data.tokenize.families import detect_family, ensure_fim_tokens
@@ -25,6 +26,7 @@ class TokenizerSetup:
     family: str
     added: int
     encoder: SampleEncoder
+    chat: ChatEncoder | None = None  # the chat template's encoder, when the recipe has instruction sources
 
     @property
     def new_token_ids(self) -> list[int]:
@@ -52,6 +54,9 @@ def load_encoder(recipe: Recipe) -> TokenizerSetup:
     tokenizer = load_tokenizer(recipe)
     family = recipe.model.family if recipe.model.family != "auto" else detect_family(tokenizer)
     added = ensure_fim_tokens(tokenizer, family, add=recipe.model.add_fim_tokens)
+    chat = None
     if has_instructions(recipe.data):  # the chat template (and its tokens) go on the tokenizer that gets saved
-        added += chat_setup(tokenizer, recipe.data, family)[1]
-    return TokenizerSetup(tokenizer, family, added, SampleEncoder(tokenizer, family, loss_on=recipe.data.loss_on))
+        chat, chat_tokens = chat_setup(tokenizer, recipe.data, family)
+        added += chat_tokens
+    encoder = SampleEncoder(tokenizer, family, loss_on=recipe.data.loss_on)
+    return TokenizerSetup(tokenizer, family, added, encoder, chat)
