@@ -8,6 +8,7 @@ ask this module.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +57,9 @@ def four_bit_config(quantization: QuantizationSection, runtime: Runtime):
     except ImportError:
         raise UserError("method=qlora needs bitsandbytes: pip install 'finetune[qlora]' (or use method=lora)") from None
     from transformers import BitsAndBytesConfig
+
+    # On CPUs with AVX512-BF16, bitsandbytes tries to fetch an optional kernel from the hub and warns when offline.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
     compute = runtime.dtype if quantization.compute_dtype == "auto" else DTYPES[quantization.compute_dtype]
     return BitsAndBytesConfig(

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,11 +82,12 @@ def sp_model_dir(tmp_path_factory: pytest.TempPathFactory, sp_tokenizer: Tokeniz
 
 
 @pytest.fixture(scope="session", autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Prepared-dataset cache in a temporary folder, never the user's ~/.cache."""
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Prepared-dataset cache in a temporary folder, never the user's ~/.cache; the environment is restored after."""
     path = tmp_path_factory.mktemp("finetune-cache")
-    os.environ["FINETUNE_CACHE"] = str(path)
-    return path
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FINETUNE_CACHE", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,7 @@ def install(phase: str, marker: Path) -> None:
 
         Dataset.save_to_disk = save_then_pause
     elif name == "step":
-        from finetune.training.trainer import MetricsCallback
+        from finetune.training.callbacks import MetricsCallback
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == int(arg):

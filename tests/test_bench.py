@@ -119,3 +119,35 @@ def test_bench_writes_json_and_rejects_a_bad_recipe(bench_recipe: Path, tmp_path
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "training.batchsize" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_startup_bench_prints_each_command(capsys, monkeypatch) -> None:
+    from finetune.dev.bench import STARTUP_COMMANDS
+    from finetune.dev.bench import main as bench_main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert bench_main(["startup", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for label, _ in STARTUP_COMMANDS:
+        row = next(line for line in out.splitlines() if line.startswith(label))
+        wall, cpu = (float(x) for x in row[len(label) :].split())
+        assert wall > 0 and cpu >= 0
+
+
+def test_help_and_recipe_show_import_no_heavy_library() -> None:
+    """The commands that load no model must not pay for torch, transformers, datasets or detect-secrets."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys\n"
+        "from finetune.cli.main import main\n"
+        "assert main(['--help']) == 0\n"
+        "assert main(['recipe', 'show', 'recipes/quickstart.yaml']) == 0\n"
+        "heavy = {'torch', 'transformers', 'datasets', 'detect_secrets', 'trl', 'peft', 'deepspeed'}\n"
+        "print('HEAVY', sorted(heavy & set(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout

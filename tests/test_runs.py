@@ -226,7 +226,7 @@ def test_two_prepares_of_one_cache_entry_keep_the_first_and_sweep_a_killed_one(t
 
 
 def test_resumed_metrics_keep_only_what_was_logged_up_to_the_checkpoint(tmp_path: Path) -> None:
-    from finetune.training.trainer import MetricsCallback
+    from finetune.training.callbacks import MetricsCallback
 
     path = tmp_path / "metrics.jsonl"
     records = [{"step": s, "loss": 5.0 - s, "tokens_seen": 100 * s} for s in range(1, 6)]

@@ -13,7 +13,8 @@ import yaml
 from conftest import train_recipe
 
 from finetune.config.load import validate_recipe
-from finetune.training.trainer import MetricsCallback, run
+from finetune.training.callbacks import MetricsCallback
+from finetune.training.trainer import run
 
 
 def recipe_dict(out: Path, model_dir: Path, repo: Path, method: str = "lora", **training) -> dict:

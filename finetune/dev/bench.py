@@ -143,6 +143,32 @@ def bench_secrets(root: str, show: int) -> None:
     )
 
 
+STARTUP_COMMANDS = (
+    ("finetune --help", ["--help"]),
+    ("finetune recipe show recipes/quickstart.yaml", ["recipe", "show", "recipes/quickstart.yaml"]),
+    ("finetune train (a missing data source)", ["train", "recipes/quickstart.yaml", "data.sources.0.path=/no/such"]),
+)
+
+
+def bench_startup(repeats: int) -> None:
+    """Wall and CPU seconds of commands that must answer at once: each a fresh process, median of `repeats`."""
+    import resource
+    import statistics
+    import subprocess
+
+    print(f"{'command':<48} {'wall s':>7} {'cpu s':>7}  (median of {repeats}, fresh process each)")
+    for label, argv in STARTUP_COMMANDS:
+        walls, cpus = [], []
+        for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "finetune", *argv], capture_output=True, check=False)
+            walls.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        print(f"{label:<48} {statistics.median(walls):>7.2f} {statistics.median(cpus):>7.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m finetune.dev.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     secrets = sub.add_parser("secrets", help="secret-scrubber hits (false positives) and speed on a source tree")
     secrets.add_argument("root", nargs="?", default=sysconfig.get_paths()["stdlib"], help="default: the stdlib")
     secrets.add_argument("--show", type=int, default=200, help="list at most this many flagged spans")
+    startup = sub.add_parser("startup", help="how fast commands that load no model answer (run from the repo root)")
+    startup.add_argument("--repeats", type=int, default=5)
     rand = sub.add_parser("random-model", help="save a model with seeded random weights from a config (no download)")
     rand.add_argument("config", help="directory with a config.json of the architecture")
     rand.add_argument("--tokenizer", default="data/tiny-llama", help="tokenizer saved next to the weights")
@@ -176,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         train.add_argument("--json", help="also write the result to this JSON file")
         train.add_argument("--config-name", default="toolkit", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.command == "startup":
+        bench_startup(args.repeats)
+        return 0
     if args.command == "random-model":
         return _random_model(args.config, args.tokenizer, args.out, args.seed)
     if args.command not in ("data", "secrets"):

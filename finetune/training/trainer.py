@@ -7,13 +7,11 @@ touches the output directory, which is renamed into place when the run is comple
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
 
 from finetune.config.load import recipe_to_yaml
 from finetune.config.schema import Recipe
@@ -22,70 +20,13 @@ from finetune.data.pipeline import PreparedData
 from finetune.errors import UserError
 from finetune.run import RunDir, last_checkpoint, write_run_records
 from finetune.runtime import Runtime
+from finetune.training.callbacks import MetricsCallback, read_metrics
 from finetune.training.checkpoints import CompletionMarker, checkpoint_step
-from finetune.training.collate import TokenCounter, packed_rows_collator, packing_layout
+from finetune.training.collate import packed_rows_collator, packing_layout
 from finetune.training.consolidate import save_final_model
 from finetune.training.launch import LaunchPlan
 from finetune.training.model import load_model, lora_config
 from finetune.training.plan import TrainPlan, plan_training
-
-
-class MetricsCallback(TrainerCallback):
-    """Adds real tokens seen and tokens/s to every log and appends each log line to `metrics.jsonl` (main process).
-
-    Tokens are counted from the batches the model receives (`count_tokens`: padding excluded, any packing layout),
-    on this process, times the number of processes.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.history: list[dict[str, Any]] = []
-        self.tokens = TokenCounter()
-        self.tokens_before = 0  # tokens seen before the checkpoint this run resumed from
-        self._last: tuple[float, int] | None = None
-
-    def resume_at(self, step: int) -> None:
-        """Keep only what was logged up to the checkpoint the run starts from (main process).
-
-        A killed run logged steps after its last checkpoint, and maybe half a line; the resumed run logs them
-        again. At the checkpoint's own step, the loss and eval lines came before the save and stay; the end-of-run
-        lines (train summary, final eval, completion scores) come again.
-        """
-        kept = [
-            record
-            for record in _read_metrics(self.path, lenient=True)
-            if record.get("step", 0) < step or (record.get("step") == step and ("loss" in record or "eval_loss" in record))
-        ]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        tmp.replace(self.path)
-        self.tokens_before = next((r["tokens_seen"] for r in reversed(kept) if "tokens_seen" in r), 0)
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._last = (time.perf_counter(), self.tokens_before)
-        if model is not None:
-            self.tokens.attach(model)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.tokens.detach()
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None:
-            return
-        now = time.perf_counter()
-        tokens = self.tokens_before + self.tokens.real * max(1, args.world_size)
-        if "loss" in logs and self._last is not None:
-            then, seen = self._last
-            logs["tokens_seen"] = tokens
-            if tokens > seen and now > then:
-                logs["tokens_per_second"] = round((tokens - seen) / (now - then), 1)
-            self._last = (now, tokens)
-        if not state.is_world_process_zero:
-            return
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
-        self.history.append(record)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
 
 
 @dataclass
@@ -303,7 +244,7 @@ def _train(
     resolved = recipe.model_copy(deep=True)
     resolved.model.family = family
     _write_run_files(rundir.partial, resolved, data)
-    losses = [r["loss"] for r in _read_metrics(metrics.path) if "loss" in r]
+    losses = [r["loss"] for r in read_metrics(metrics.path) if "loss" in r]
     runtime_s = float(result.metrics.get("train_runtime", 0.0))
     summary = RunSummary(
         output_dir=rundir.final,
@@ -327,20 +268,6 @@ def _train(
 def _write_run_files(directory: Path, recipe: Recipe, data: PreparedData) -> None:
     split = {"seed": recipe.seed, "eval_split": recipe.data.eval_split, "eval_paths": data.eval_paths}
     write_run_records(directory, recipe_to_yaml(recipe), data.report(), split)
-
-
-def _read_metrics(path: Path, lenient: bool = False) -> list[dict[str, Any]]:
-    """The records of metrics.jsonl; `lenient` skips lines a killed run left unfinished."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            if not lenient and line.strip():
-                raise
-    return records
 
 
 def _overall_tokens_per_second(history: list[dict[str, Any]], seconds: float) -> float | None:
