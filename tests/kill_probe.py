@@ -1,4 +1,4 @@
-"""`finetune` processes that stop at one phase so a test can kill -9 them exactly there (tests/test_kill.py only).
+"""`finetune` processes that stop at one phase so a test can kill -9 them exactly there (tests/training/test_kill.py only).
 
     python tests/kill_probe.py
 

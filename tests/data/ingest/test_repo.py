@@ -14,7 +14,7 @@ from finetune.data.ingest import walk as repo_module
 from finetune.data.ingest.walk import IngestReport, walk_repository
 from finetune.errors import UserError
 
-SAMPLE_REPO = Path(__file__).resolve().parents[1] / "data" / "sample-repo"
+SAMPLE_REPO = Path(__file__).resolve().parents[3] / "data" / "sample-repo"
 BIG_SIZE = 50 * 1024 * 1024
 
 # Files of the fixture repository outside pruned folders, with the reason each is skipped (None: kept).

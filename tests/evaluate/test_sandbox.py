@@ -27,7 +27,7 @@ from finetune.cli.main import main
 from finetune.errors import UserError
 from finetune.evaluate.sandbox import DIR_PREFIX, STDERR_KEEP, Sandbox, run_program
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "FINETUNE_PLANTED_SECRET"
 LEVELS = ("namespace", "subreaper", "session")
 TMP_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")

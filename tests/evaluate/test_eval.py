@@ -21,7 +21,7 @@ from finetune.evaluate.sandbox import run_program
 from finetune.evaluate.truncate import truncate
 from finetune.training.trainer import run
 
-SAMPLE_REPO = Path(__file__).resolve().parents[1] / "data" / "sample-repo"
+SAMPLE_REPO = Path(__file__).resolve().parents[2] / "data" / "sample-repo"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
 

@@ -30,8 +30,8 @@ from finetune.training.trainer import run
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-PROBE = Path(__file__).with_name("kill_probe.py")
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = ROOT / "tests" / "kill_probe.py"
 STEPS, SAVE_EVERY = 6, 2
 
 

@@ -22,7 +22,7 @@ from finetune.data.ingest.walk import IngestReport, generated_reason, walk_repos
 from finetune.data.types import Document
 from finetune.errors import UserError
 
-SAMPLE_REPO = Path(__file__).resolve().parents[1] / "data" / "sample-repo"
+SAMPLE_REPO = Path(__file__).resolve().parents[3] / "data" / "sample-repo"
 
 # --- planted secrets ------------------------------------------------------------------------------------------------
 # Built from a seeded generator so that no real-looking token is written literally in this file.

@@ -125,7 +125,7 @@ def test_startup_bench_prints_each_command(capsys, monkeypatch) -> None:
     from finetune.dev.bench import STARTUP_COMMANDS
     from finetune.dev.bench import main as bench_main
 
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
     assert bench_main(["startup", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     for label, _ in STARTUP_COMMANDS:
@@ -139,7 +139,7 @@ def test_help_and_recipe_show_import_no_heavy_library() -> None:
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     code = (
         "import sys\n"
         "from finetune.cli.main import main\n"

@@ -22,7 +22,7 @@ training:
   learning_rate: 2e-4
 """
 
-_RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
+_RECIPE_DIR = Path(__file__).resolve().parents[2] / "recipes"
 # recipes/accelerate holds Accelerate launch configs, not recipes (test_distributed checks those)
 RECIPES = sorted(p for p in _RECIPE_DIR.rglob("*.yaml") if p.parent.name != "accelerate")
 

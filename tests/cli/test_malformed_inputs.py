@@ -15,7 +15,7 @@ import yaml
 
 from finetune.cli.main import main
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = REPO_ROOT / "data" / "tiny-llama"
 SAMPLE_REPO = REPO_ROOT / "data" / "sample-repo"
 

@@ -1,6 +1,6 @@
 """The pieces that make runs survive kills and never mix, one by one and fast: which checkpoints are complete,
 the output directory's lock, the sweep of killed runs' temporary paths, the cache's race, metrics after a resume.
-(tests/test_kill.py kills real runs.)"""
+(tests/training/test_kill.py kills real runs.)"""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from finetune.lock import RunLock
 from finetune.run import RunDir
 from finetune.training.checkpoints import MARKER, mark_complete, problem, settle
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_checkpoint(directory: Path, step: int) -> Path:

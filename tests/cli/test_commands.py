@@ -13,7 +13,7 @@ from finetune.data.ingest.walk import walk_repository
 from finetune.data.tokenize.encoder import SampleEncoder, render_text
 from finetune.data.types import Sample
 
-SAMPLE_REPO = Path(__file__).resolve().parents[1] / "data" / "sample-repo"
+SAMPLE_REPO = Path(__file__).resolve().parents[2] / "data" / "sample-repo"
 
 
 def recipe_file(tmp_path: Path, model_dir: Path, repo: Path, cache: Path, **data) -> Path:

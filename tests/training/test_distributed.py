@@ -24,7 +24,7 @@ from finetune.config.load import validate_recipe
 from finetune.errors import UserError
 from finetune.training.launch import check_plan, plan_from_config_file, plan_from_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROBE = ROOT / "tests" / "dist_probe.py"
 STEPS = 4
 

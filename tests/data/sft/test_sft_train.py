@@ -19,7 +19,7 @@ from finetune.data.tokenize.encoder import SampleEncoder
 from finetune.data.types import IGNORE_INDEX
 from finetune.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 INSTRUCTIONS = ROOT / "data" / "instructions.jsonl"
 PLANTED = (
     'def below_limit(values: list, limit: int) -> bool:\n    """Return True when every number in values is below '

@@ -25,7 +25,7 @@ from finetune.data.tokenize.pieces import PieceEncoder
 from finetune.data.types import IGNORE_INDEX, Document
 from finetune.errors import UserError
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[3] / "data"
 
 MULTI = Conversation(
     (
