@@ -13,8 +13,9 @@ import dataclasses
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 MAX_SEED = 2**32 - 1  # numpy and torch reject larger (and negative) seeds
@@ -38,47 +39,24 @@ def _number(text: str, kind: type) -> float | int:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number above 0")
-    return int(value)
+def _bounded(kind: type, accept: Callable[[float], bool], wording: str) -> Callable[[str], Any]:
+    """An argparse type: a finite number of `kind` that `accept` takes, else '... must be {wording}'."""
+
+    def parse(text: str):
+        value = _number(text, kind)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {wording}")
+        return kind(value)
+
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number, 0 or more")
-    return int(value)
-
-
-def seed(text: str) -> int:
-    value = _number(text, int)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a seed from 0 to {MAX_SEED}")
-    return int(value)
-
-
-def positive_float(text: str) -> float:
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
-    return float(value)
-
-
-def nonnegative_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number, 0 or more")
-    return float(value)
-
-
-def fraction(text: str) -> float:
-    """A probability or share: a finite number from 0 to 1."""
-    value = _number(text, float)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number from 0 to 1")
-    return float(value)
+positive_int = _bounded(int, lambda v: v > 0, "a whole number above 0")
+nonnegative_int = _bounded(int, lambda v: v >= 0, "a whole number, 0 or more")
+seed = _bounded(int, lambda v: 0 <= v <= MAX_SEED, f"a seed from 0 to {MAX_SEED}")
+positive_float = _bounded(float, lambda v: v > 0, "a number above 0")
+nonnegative_float = _bounded(float, lambda v: v >= 0, "a number, 0 or more")
+fraction = _bounded(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")  # a probability or share
 
 
 def open_fraction(text: str) -> float:
