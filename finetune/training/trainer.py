@@ -126,7 +126,17 @@ def run(recipe: Recipe, console=None, callbacks: list | None = None) -> RunSumma
     with rundir.lock() if state.is_main_process else nullcontext() as lock:
         if lock is not None and lock.note and console is not None:
             console.print(f"[yellow]note:[/yellow] {lock.note}")
-        return _run_locked(recipe, launch, state, rundir, console, callbacks or [])
+        summary = _run_locked(recipe, launch, state, rundir, console, callbacks or [])
+    _leave_process_group(state)
+    return summary
+
+
+def _leave_process_group(state) -> None:
+    """Every rank waits for the others, then closes the process group: a rank that exits while gloo's threads still
+    run can abort ('terminate called without an active exception') and fail the whole launch after a good run."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        state.wait_for_everyone()
+        state.destroy_process_group()
 
 
 def _run_locked(
