@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune.errors import UserError
+from finetune.io import pid_alive
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_MB = 1024
@@ -153,15 +154,8 @@ def sweep_stale(tmp: str | None = None) -> list[str]:
     base = Path(tmp or tempfile.gettempdir())
     for path in base.glob(f"{DIR_PREFIX}*-*"):
         owner = path.name[len(DIR_PREFIX) :].split("-", 1)[0]
-        if not owner.isdigit() or not path.is_dir() or path.is_symlink():
-            continue
-        try:
-            os.kill(int(owner), 0)
-            continue  # alive (or someone else's: PermissionError below)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
+        if not owner.isdigit() or not path.is_dir() or path.is_symlink() or pid_alive(int(owner)):
+            continue  # not ours to judge, or its eval is alive (or the pid belongs to someone else)
         _remove(path)
         if not path.exists():
             removed.append(str(path))
