@@ -38,7 +38,7 @@ def cmd_data_fim(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from finetune.config.schema import FimSection
-    from finetune.data.fim.transforms import make_samples
+    from finetune.data.fim.transforms import describe_flow, make_samples
     from finetune.data.ingest.scrub import Scrubber
     from finetune.data.ingest.sources import clean_documents
     from finetune.data.ingest.walk import walk_repository
@@ -62,7 +62,8 @@ def cmd_data_fim(args: argparse.Namespace) -> int:
         console.print(f"[dim]note:[/dim] {line}")
     for line in report.summary_lines() + ([] if args.keep_secrets else scrubber.report.lines()):
         console.print(f"[dim]data:[/dim] {line}")
-    console.print(f"[dim]samples:[/dim] {', '.join(f'{k} {v}' for k, v in sorted(stats.items()))}")
+    for line in describe_flow(stats):
+        console.print(f"[dim]samples:[/dim] {line}")
     console.print(f"wrote {count} samples to {args.out}")
     return 0
 
@@ -75,6 +76,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
     from finetune.cli.data_sft import chat_panel
     from finetune.data.context.layout import ContextSample
+    from finetune.data.fim.transforms import describe_flow
     from finetune.data.inspect import sample_kind, token_view
     from finetune.data.pipeline import RecipeSources, encode_sample
     from finetune.data.tokenize.setup import load_encoder
@@ -83,9 +85,12 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     setup = load_encoder(recipe)
     family, encoder = setup.family, setup.encoder
     sources = RecipeSources.load(recipe, encoder, setup.chat, max_chars=args.max_chars)
-    items = sources.items(True, Counter())  # instruction conversations shuffled in as training sees them
+    stats: Counter[str] = Counter()
+    items = sources.items(True, stats)  # instruction conversations shuffled in as training sees them
     sft = sources.sft
     console = make_console()
+    for line in describe_flow(stats):
+        console.print(f"[dim]samples:[/dim] {line}")
     wanted = {args.mode} if args.mode else None
     shown = 0
     for item in items:

@@ -18,7 +18,7 @@ from finetune.config.schema import Recipe
 from finetune.data.context.layout import ContextSample, neighbor_snippets, with_context, with_retrieved_context
 from finetune.data.context.ordering import order_files
 from finetune.data.context.retrieval import RepoRetriever, Snippet
-from finetune.data.fim.transforms import make_samples
+from finetune.data.fim.transforms import describe_flow, make_samples
 from finetune.data.holdout import is_held_out
 from finetune.data.ingest.scrub import Scrubber
 from finetune.data.ingest.sources import load_data_documents
@@ -243,6 +243,7 @@ def prepare_data(recipe: Recipe, encoder: SampleEncoder, chat: ChatEncoder | Non
     stats["eval_documents"] = len(sources.eval_docs)
     eval_paths = sorted(doc.path for doc in sources.eval_docs)
     ingest_report, ingest_lines = sources.ingest.to_dict(), sources.ingest.summary_lines()
+    ingest_lines += describe_flow(stats)
     if sft:
         ingest_report["instructions"] = sft.report.to_dict()
         ingest_lines += sft.report.lines()

@@ -138,51 +138,45 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, **config
     return model
 
 
-# --- the quickstart model -----------------------------------------------------------------------------------------
+# --- the built-in model -------------------------------------------------------------------------------------------
 
-QUICKSTART = {"hidden_size": 192, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 512}
-QUICKSTART_VOCAB = 4096
-STDLIB_FILES = 200
+CODER = {"hidden_size": 256, "num_layers": 6, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 688}
+CODER_VOCAB = 8192
 MAX_FILE_BYTES = 256 * 1024
-_SKIP_STDLIB_DIRS = {"test", "tests", "site-packages", "idlelib", "lib2to3"}
+PRETRAIN_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "pretrain" / "tiny-coder.yaml"
+# Standard-library packages never seen in pre-training: fine-tuning experiments train and evaluate on them.
+HELD_OUT_PACKAGES = ("asyncio", "email")
+# Not pre-training material: tests, third-party code, generated tables and data, and the held-out packages.
+EXCLUDED_DIRS = (
+    "test", "tests", "site-packages", "idlelib", "lib2to3", "pydoc_data", "encodings", "ensurepip", "__pycache__",
+    "lib-dynload", "config-*", *HELD_OUT_PACKAGES,
+)  # fmt: skip
 
 
-def _stdlib_files(limit: int = STDLIB_FILES) -> list[Path]:
-    """`limit` standard-library modules, top level first, by name: real code that exists on every machine."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    nested = [p for p in sorted(stdlib.glob("*/*.py")) if p.parent.name not in _SKIP_STDLIB_DIRS]
-    return (sorted(stdlib.glob("*.py")) + nested)[:limit]
+def stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
 
 
-def _text_files(root: Path) -> list[Path]:
-    """Every file under `root` (sorted, hidden directories skipped); non-text files are dropped when read."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts))
+def pretraining_files(root: Path | None = None) -> list[Path]:
+    """The standard library's Python modules that pre-training reads (the recipe's `exclude` list, mirrored)."""
+    root = root or stdlib_dir()
+    skip = [pattern.rstrip("*") for pattern in EXCLUDED_DIRS]
+    return sorted(
+        path
+        for path in root.rglob("*.py")
+        if not any(part.startswith(tuple(skip)) if "*" in pattern else part == pattern
+                   for part in path.relative_to(root).parts[:-1] for pattern in EXCLUDED_DIRS)
+        and path.stat().st_size <= MAX_FILE_BYTES
+    )
 
 
 def _read_texts(paths: Iterable[Path]) -> Iterator[str]:
-    """The UTF-8 text of each file that is small and decodes; binary files are skipped."""
+    """The UTF-8 text of each file that decodes; others are skipped."""
     for path in paths:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            continue
-        data = path.read_bytes()
-        if b"\0" in data:
-            continue
         try:
-            yield data.decode("utf-8")
-        except UnicodeDecodeError:
+            yield path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
             continue
-
-
-def _corpus_files(corpus_dirs: list[Path] | None) -> list[Path]:
-    """The quickstart corpus: the given dirs, or data/sample-repo (if present) plus standard-library modules."""
-    if corpus_dirs:
-        missing = [d for d in corpus_dirs if not d.is_dir()]
-        if missing:
-            raise SystemExit(f"error: corpus directory {missing[0]} does not exist: pass existing --corpus dirs")
-        return [p for d in corpus_dirs for p in _text_files(d)]
-    sample_repo = Path("data/sample-repo")
-    files = _text_files(sample_repo) if sample_repo.is_dir() else []
-    return files + _stdlib_files()
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -197,103 +191,83 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old)
 
 
-PRETRAIN = {"max_length": 256, "batch_size": 16, "learning_rate": 2e-3}
+def initial_model(work: Path) -> Path:
+    """The random model and its tokenizer (trained on the pre-training files), made once per work folder."""
+    init = work / "init"
+    if (init / "config.json").is_file():
+        return init
+    texts = list(_read_texts(pretraining_files()))
+    tokenizer = build_tokenizer("bpe", "starcoder", texts, vocab_size=CODER_VOCAB)
+    model = build_tiny_model(tokenizer, seed=0, max_position_embeddings=4096, **CODER)
+    tmp = Path(tempfile.mkdtemp(prefix=".init.tmp-", dir=work))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(init)
+    return init
 
 
-def pretrain(model_dir: Path, texts: list[str], steps: int, work: Path) -> Path:
-    """Full training of the random model on `texts` with this toolkit's own `finetune train` (plain + FIM samples).
-
-    A model that has seen some Python makes the quickstart meaningful: its LoRA adapts a model that already knows
-    the language to the sample repository, instead of learning token statistics from scratch.
-    """
-    from finetune.config.load import validate_recipe
+def pretrain(work: Path, overrides: list[str]) -> Path:
+    """Full training with this toolkit's own `finetune train` on `recipes/pretrain/tiny-coder.yaml`; a rerun with
+    the same work folder resumes from the newest complete checkpoint."""
+    from finetune.config.load import load_recipe
     from finetune.training.trainer import run
 
-    corpus = work / "pretrain.jsonl"
-    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
-    recipe = validate_recipe(
-        {
-            "output_dir": str(work / "pretrained"),
-            "method": "full",
-            "seed": 0,
-            "model": {"name_or_path": str(model_dir), "family": "starcoder", "dtype": "fp32"},
-            "data": {
-                "sources": [{"type": "jsonl", "path": str(corpus)}],
-                "max_length": PRETRAIN["max_length"],
-                "packing": False,
-                "eval_split": 0.0,
-                "fim": {"rate": 0.5, "spm_rate": 0.5},
-            },
-            "training": {
-                "batch_size": PRETRAIN["batch_size"],
-                "learning_rate": PRETRAIN["learning_rate"],
-                "max_steps": steps,
-                "warmup": 0.05,
-                "logging_steps": 25,
-                "save_steps": steps + 1,
-                "weight_decay": 0.01,
-            },
-        }
-    )
+    init = initial_model(work)
+    recipe = load_recipe(
+        PRETRAIN_RECIPE,
+        [f"model.name_or_path={init}", f"output_dir={work / 'run'}", f"data.sources.0.path={stdlib_dir()}",
+         *overrides],
+    )  # fmt: skip
     summary = run(recipe)
-    print(f"pretrained {steps} steps: loss {summary.first_loss:.3f} -> {summary.last_loss:.3f}", file=sys.stderr)
+    if summary is None:
+        raise SystemExit("error: pre-training did not finish on this process")
     return summary.output_dir
 
 
-def build_quickstart(out: Path, corpus_dirs: list[Path] | None = None, pretrain_steps: int = 0) -> str:
-    """Build the quickstart model + tokenizer into `out` (via a temporary sibling dir); returns a summary line.
+def export_model(trained: Path, out: Path) -> str:
+    """The trained model in bf16 with its tokenizer and a record of what it held out, written atomically to `out`."""
+    from transformers import AutoTokenizer
 
-    The tokenizer learns from the whole corpus; pretraining (if asked) uses only the standard-library part, so the
-    sample repository stays new to the model and the quickstart shows real adaptation.
-    """
-    files = _corpus_files(corpus_dirs)
-    texts = list(_read_texts(files))
-    if not texts:
-        raise SystemExit("error: the corpus has no readable text files: pass --corpus dirs with source code")
-    tokenizer = build_tokenizer("bpe", "starcoder", texts, vocab_size=QUICKSTART_VOCAB)
-    model = build_tiny_model(tokenizer, seed=0, **QUICKSTART).to(torch.bfloat16)
-    params = sum(p.numel() for p in model.parameters())
+    model = LlamaForCausalLM.from_pretrained(trained, dtype=torch.float32).to(torch.bfloat16)
+    tokenizer = AutoTokenizer.from_pretrained(trained)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the result is shared project data
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if pretrain_steps > 0:
-            stdlib_texts = list(_read_texts(_stdlib_files())) if not corpus_dirs else texts
-            with tempfile.TemporaryDirectory(prefix="tiny-pretrain-") as work:
-                trained = pretrain(tmp, stdlib_texts, pretrain_steps, Path(work))
-                model = LlamaForCausalLM.from_pretrained(trained, dtype=torch.float32).to(torch.bfloat16)
-                model.save_pretrained(tmp)
+        held_out = {
+            "python": sys.version.split()[0],
+            "held_out_stdlib_packages": list(HELD_OUT_PACKAGES),
+            "excluded_from_pretraining": list(EXCLUDED_DIRS),
+            "pretraining_files": len(pretraining_files()),
+        }
+        (tmp / "held_out.json").write_text(json.dumps(held_out, indent=2) + "\n", encoding="utf-8")
         for path in tmp.iterdir():
             path.chmod(0o644)  # some writers create private files
         _replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    trained = f", pretrained {pretrain_steps} steps" if pretrain_steps else ", random weights"
-    return (
-        f"tiny-llama: {params / 1e6:.2f}M params, vocab {len(tokenizer)}, {len(texts)} corpus files{trained} -> {out}"
-    )
+    params = sum(p.numel() for p in model.parameters())
+    return f"tiny-coder: {params / 1e6:.2f}M params, vocab {len(tokenizer)} -> {out}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m finetune.dev.tiny --out DIR [--corpus DIR ...]`."""
+    """`python -m finetune.dev.tiny --out DIR [--work DIR] [key=value ...]`."""
     parser = argparse.ArgumentParser(prog="python -m finetune.dev.tiny", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="directory to write the model and tokenizer to")
+    parser.add_argument("--out", type=Path, required=True, help="directory to write the finished model to")
     parser.add_argument(
-        "--corpus", type=Path, nargs="+", action="extend", help="directories of text files to train the tokenizer on"
+        "--work", type=Path, default=Path("runs/pretrain-tiny-coder"), help="checkpoints (a rerun resumes from them)"
     )
-    parser.add_argument(
-        "--pretrain-steps",
-        type=int,
-        default=400,
-        help="full-training steps on the standard-library corpus before saving (0 = random weights; ~1 s/step on CPU)",
-    )
+    parser.add_argument("--random", action="store_true", help="write the random initial model, no pre-training")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. training.max_steps=100")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hf_logging.disable_progress_bar()
-    print(build_quickstart(args.out, args.corpus, args.pretrain_steps))
+    args.work.mkdir(parents=True, exist_ok=True)
+    trained = initial_model(args.work) if args.random else pretrain(args.work, args.overrides)
+    print(export_model(trained, args.out))
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 from array import array
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -351,7 +352,11 @@ def _table(language: str) -> _Table | None:
 
 
 class Spans(dict[str, list[Span]]):
-    """Candidate spans per category; `has_error` marks a file that did not parse cleanly (and has no spans)."""
+    """Candidate spans per category; `has_error` marks a file that did not parse cleanly.
+
+    Such a file keeps the candidates of its error-free parts: one bad macro line should not cost a whole C file its
+    structured samples.
+    """
 
     def __init__(self, *, has_error: bool = False) -> None:
         super().__init__((category, []) for category in CATEGORIES)
@@ -491,16 +496,21 @@ def _char_count(source: bytes, start: int, end: int) -> int:
 
 
 def _walk(tree: Tree, collector: _Collector) -> None:
-    """Visit every node once, iteratively (deep nesting cannot hit Python's recursion limit)."""
+    """Visit every node once, iteratively (deep nesting cannot hit Python's recursion limit).
+
+    In a tree with errors, a node that holds an ERROR or MISSING node is not a candidate (its children may be) and
+    ERROR subtrees are not entered: candidates come only from the parts that parsed cleanly.
+    """
     flags_by_kind = collector.table.flags
     cursor = tree.walk()
     visit = collector.visit
+    errors = tree.root_node.has_error
     while True:
         node = cursor.node
         flags = flags_by_kind[node.kind_id]
-        if flags & _VISIT:
+        if flags & _VISIT and not (errors and node.has_error):
             visit(node, flags)
-        if not flags & _OPAQUE and cursor.goto_first_child():
+        if not (flags & _OPAQUE or (errors and node.is_error)) and cursor.goto_first_child():
             continue
         while not cursor.goto_next_sibling():
             if not cursor.goto_parent():
@@ -510,17 +520,15 @@ def _walk(tree: Tree, collector: _Collector) -> None:
 def find_spans(source: bytes, language: str) -> Spans | None:
     """Candidate (start_byte, end_byte, node_type) spans per category, from one parse and one walk.
 
-    None when there is no grammar for `language`; a `Spans` with `has_error` (and no candidates) when the file
-    does not parse cleanly, so the caller can count it and fall back.
+    None when there is no grammar for `language`. A file that does not parse cleanly gets `has_error` and the
+    candidates of its error-free parts (possibly none), so the caller can count it and fall back only when needed.
     """
     table = _table(language)
     parser = parser_for(language)
     if table is None or parser is None:
         return None
     tree = parser.parse(source)
-    if tree.root_node.has_error:
-        return Spans(has_error=True)
-    collector = _Collector(source=source, table=table, spans=Spans())
+    collector = _Collector(source=source, table=table, spans=Spans(has_error=tree.root_node.has_error))
     _walk(tree, collector)
     collector.lines()
     return collector.spans
@@ -566,6 +574,7 @@ class StructuredResult:
     sample: Sample | None = None
     reason: FallbackReason | None = None
     category: str | None = None
+    despite_errors: bool = False  # the file had parse errors; the middle comes from a part without them
 
     @property
     def ok(self) -> bool:
@@ -650,6 +659,32 @@ def _parts(doc: Document, source: bytes, span: Span, max_chars: int | None) -> t
     return doc.text[window[0] : start_char], middle, doc.text[end_char : window[1]]
 
 
+@dataclass(frozen=True)
+class Window:
+    """One line-aligned piece of a long document, in bytes of its UTF-8 source: each piece becomes its own sample."""
+
+    start: int
+    end: int
+
+
+class SpanIndex:
+    """A file's candidates sorted by start, parsed once, so each window of a long file finds its own quickly."""
+
+    def __init__(self, spans: Spans) -> None:
+        self.has_error = spans.has_error
+        self._sorted = {category: sorted(found) for category, found in spans.items()}
+        self._starts = {category: [span[0] for span in found] for category, found in self._sorted.items()}
+
+    def within(self, window: Window) -> Spans:
+        """The candidates that lie wholly inside `window`."""
+        inside = Spans(has_error=self.has_error)
+        for category, found in self._sorted.items():
+            starts = self._starts[category]
+            first, last = bisect_left(starts, window.start), bisect_left(starts, window.end)
+            inside[category] = [span for span in found[first:last] if span[1] <= window.end]
+        return inside
+
+
 def structured_fim(
     doc: Document,
     rng: random.Random,
@@ -657,26 +692,36 @@ def structured_fim(
     spm: bool,
     weights: Mapping[str, float] = DEFAULT_CATEGORY_WEIGHTS,
     max_chars: int | None = None,
+    window: Window | None = None,
+    index: SpanIndex | None = None,
 ) -> StructuredResult:
     """A FIM sample whose middle is one syntax unit of `doc`, or the reason there is none.
 
     `prefix + middle + suffix == doc.text` exactly. With `max_chars` and a longer document, the span is chosen
     first (among those no longer than `max_chars`) and the sample keeps a window around it: then
     `prefix + middle + suffix` is that window of the text (at most `max_chars` characters, cut at line
-    boundaries where possible), not the whole document. The node type is recorded as `language:type`.
+    boundaries where possible), not the whole document. With `window` (and the file's `index`, from one parse),
+    the middle is chosen inside that piece and the sample is exactly the piece. The node type is recorded as
+    `language:type`.
     """
     check_weights(weights)
     source = doc.text.encode("utf-8", "surrogatepass")
-    spans = find_spans(source, doc.language)
+    if window is not None:
+        spans: Spans | None = index.within(window) if index is not None else None
+    else:
+        spans = find_spans(source, doc.language)
     if spans is None:
         return StructuredResult(reason="no_grammar")
-    if spans.has_error:
-        return StructuredResult(reason="parse_error")
-    chosen = _select(rng, spans, weights, _Fit(source, max_chars))
+    chosen = _select(rng, spans, weights, _Fit(source, None if window else max_chars))
     if chosen is None:
-        return StructuredResult(reason="no_candidates")
+        return StructuredResult(reason="parse_error" if spans.has_error else "no_candidates")
     category, span = chosen
-    prefix, middle, suffix = _parts(doc, source, span, max_chars)
+    if window is not None:
+        start, end, _ = span
+        decode = lambda a, b: source[a:b].decode("utf-8", "surrogatepass")  # noqa: E731
+        prefix, middle, suffix = decode(window.start, start), decode(start, end), decode(end, window.end)
+    else:
+        prefix, middle, suffix = _parts(doc, source, span, max_chars)
     sample = Sample(
         mode="fim",
         path=doc.path,
@@ -687,4 +732,4 @@ def structured_fim(
         spm=spm,
         node_type=f"{doc.language}:{span[2]}",
     )
-    return StructuredResult(sample=sample, category=category)
+    return StructuredResult(sample=sample, category=category, despite_errors=spans.has_error)
