@@ -6,10 +6,16 @@ import argparse
 
 
 def make_console():
-    """The console commands print to (rich, no syntax highlighting of numbers and paths)."""
+    """The console commands print to (rich, no syntax highlighting of numbers and paths).
+
+    Piped into a file or another program, rich would wrap at 80 columns and break paths and numbers apart: lines
+    are then written whole.
+    """
+    import sys
+
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False)
+    return Console(stderr=False, highlight=False, soft_wrap=not sys.stdout.isatty())
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,8 +21,13 @@ def add_prepare_parser(sub) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     recipe = checked_recipe(args)
+    from datasets.utils.logging import disable_progress_bar as quiet_datasets
+    from transformers.utils.logging import disable_progress_bar as quiet_transformers
+
     from finetune.training.trainer import run
 
+    quiet_datasets()  # per-shard save/pack bars of a few milliseconds each: noise between the lines that matter
+    quiet_transformers()
     console = make_console()
     summary = run(recipe, console=console)
     if summary is not None:

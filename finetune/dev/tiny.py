@@ -243,6 +243,8 @@ def export_model(trained: Path, out: Path) -> str:
             "pretraining_files": len(pretraining_files()),
         }
         (tmp / "held_out.json").write_text(json.dumps(held_out, indent=2) + "\n", encoding="utf-8")
+        if (out / "README.md").is_file():  # the model card is written by hand: keep it across rebuilds
+            shutil.copy(out / "README.md", tmp / "README.md")
         for path in tmp.iterdir():
             path.chmod(0o644)  # some writers create private files
         _replace_dir(tmp, out)

@@ -57,6 +57,7 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None:
             return
+        logs.pop("num_tokens", None)  # TRL's count of the tokens in the input; tokens_seen is the one count we keep
         now = time.perf_counter()
         tokens = self.tokens_before + self.tokens.real * max(1, args.world_size)
         if "loss" in logs and self._last is not None:

@@ -23,6 +23,7 @@ from finetune.runtime import Runtime
 from finetune.training.callbacks import MetricsCallback, read_metrics
 from finetune.training.checkpoints import CompletionMarker, checkpoint_step
 from finetune.training.collate import packed_rows_collator, packing_layout
+from finetune.training.console import ConsoleLines
 from finetune.training.consolidate import save_final_model
 from finetune.training.launch import LaunchPlan
 from finetune.training.model import load_model, lora_config
@@ -102,7 +103,7 @@ def training_arguments(recipe: Recipe, plan: TrainPlan, output_dir: Path, has_ev
         packing=recipe.data.packing,
         packing_strategy="bfd",
         ddp_find_unused_parameters=False,
-        disable_tqdm=False,
+        disable_tqdm=True,  # ConsoleLines prints one line per logging step instead
     )
 
 
@@ -159,7 +160,9 @@ def _run_locked(
             console.print(f"[dim]run:[/dim] {line}")
     state.wait_for_everyone()
     try:
-        return _train(recipe, plan, tokenizer, family, data, rundir, state, prepared.setup.new_token_ids, callbacks)
+        return _train(
+            recipe, plan, tokenizer, family, data, rundir, state, prepared.setup.new_token_ids, callbacks, console
+        )
     except UserError:
         if state.is_main_process:
             rundir.discard_if_empty()
@@ -194,7 +197,9 @@ def _train(
     state,
     new_token_ids: list[int],
     callbacks: list,
+    console=None,
 ) -> RunSummary | None:
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
     from finetune.evaluate.callback import fim_eval_callback
@@ -231,6 +236,9 @@ def _train(
         peft_config=lora_config(recipe, new_token_ids),
     )
     trainer.callback_handler.callbacks.insert(0, metrics)
+    trainer.remove_callback(PrinterCallback)  # raw dicts; metrics.jsonl keeps them
+    if console is not None:
+        trainer.add_callback(ConsoleLines(console))
     trainer.add_callback(CompletionMarker())
     if recipe.data.packing and layout == "rows":  # TRL refuses a custom collator with packing: swap it in after
         trainer.data_collator = packed_rows_collator(tokenizer)
