@@ -209,6 +209,7 @@ def initial_model(work: Path) -> Path:
 def pretrain(work: Path, overrides: list[str]) -> Path:
     """Full training with this toolkit's own `finetune train` on `recipes/pretrain/tiny-coder.yaml`; a rerun with
     the same work folder resumes from the newest complete checkpoint."""
+    from finetune.cli.common import make_console
     from finetune.config.load import load_recipe
     from finetune.training.trainer import run
 
@@ -218,7 +219,7 @@ def pretrain(work: Path, overrides: list[str]) -> Path:
         [f"model.name_or_path={init}", f"output_dir={work / 'run'}", f"data.sources.0.path={stdlib_dir()}",
          *overrides],
     )  # fmt: skip
-    summary = run(recipe)
+    summary = run(recipe, console=make_console())
     if summary is None:
         raise SystemExit("error: pre-training did not finish on this process")
     return summary.output_dir
