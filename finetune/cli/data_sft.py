@@ -14,7 +14,7 @@ from finetune.cli import args as types
 from finetune.data.types import IGNORE_INDEX
 from finetune.errors import UserError
 
-_TINY = Path(__file__).resolve().parents[2] / "data" / "tiny-llama"
+_TINY = Path(__file__).resolve().parents[2] / "data" / "tiny-coder"
 
 
 def add_sft_parser(data_sub) -> None:

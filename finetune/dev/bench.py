@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="sample-pipeline throughput on a source tree")
     data.add_argument("root", help="a source tree, e.g. the Python standard library")
-    data.add_argument("--tokenizer", default="data/tiny-llama", help="tokenizer directory")
+    data.add_argument("--tokenizer", default="data/tiny-coder", help="tokenizer directory")
     data.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--max-chars", type=int, default=16_000)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     startup.add_argument("--repeats", type=int, default=5)
     rand = sub.add_parser("random-model", help="save a model with seeded random weights from a config (no download)")
     rand.add_argument("config", help="directory with a config.json of the architecture")
-    rand.add_argument("--tokenizer", default="data/tiny-llama", help="tokenizer saved next to the weights")
+    rand.add_argument("--tokenizer", default="data/tiny-coder", help="tokenizer saved next to the weights")
     rand.add_argument("--out", required=True, help="output directory")
     rand.add_argument("--seed", type=int, default=0)
     for name, text in (

@@ -27,7 +27,7 @@ fi
 MODEL_DIR=runs/bench-models/$MODEL
 mkdir -p "$MODEL_DIR" runs/bench
 cp "recipes/bench/$MODEL.config.json" "$MODEL_DIR/config.json"
-cp data/tiny-llama/tokenizer.json data/tiny-llama/tokenizer_config.json "$MODEL_DIR/"
+cp data/tiny-coder/tokenizer.json data/tiny-coder/tokenizer_config.json "$MODEL_DIR/"
 STDLIB=$(python -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])")
 ATTN=$(python -c "import importlib.util as u; print('flash_attention_2' if u.find_spec('flash_attn') else 'sdpa')")
 GPU_NAME=$(python -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU')")

@@ -16,7 +16,7 @@ import yaml
 from finetune.cli.main import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TINY = REPO_ROOT / "data" / "tiny-llama"
+TINY = REPO_ROOT / "data" / "tiny-coder"
 SAMPLE_REPO = REPO_ROOT / "data" / "sample-repo"
 
 # Recipe overrides that must each be refused by `train`, `prepare`, `data inspect`, `recipe show` or `launch-check`.

@@ -13,7 +13,7 @@ from finetune.errors import UserError
 BASE = """\
 output_dir: runs/x
 model:
-  name_or_path: data/tiny-llama
+  name_or_path: data/tiny-coder
 data:
   sources:
     - type: repo

@@ -168,5 +168,5 @@ def test_quickstart_sft_trains_the_tiny_model_and_saves_the_template(tmp_path: P
                       "<|im_start|>user\nReverse a list<|im_end|>\n<|im_start|>assistant\n")
     ids = saved(prompt, add_special_tokens=False)["input_ids"]
     assert saved.convert_tokens_to_ids("<|im_end|>") in ids and len(saved) == len(AutoTokenizer.from_pretrained(
-        ROOT / "data" / "tiny-llama")) + 2
+        ROOT / "data" / "tiny-coder")) + 2
     shutil.rmtree(out)
