@@ -7,7 +7,17 @@ import argparse
 from finetune.cli import args as types
 from finetune.cli.args import options_from
 from finetune.cli.complete import add_model_arguments, add_sampling_arguments
+from finetune.errors import UserError
+from finetune.evaluate.benchmark import SHIPPED, benchmark_path
 from finetune.evaluate.items import CATEGORIES
+
+
+def benchmark_file(text: str) -> str:
+    """--benchmark: a HumanEval-infilling file, or the short name of one shipped in data/benchmarks."""
+    try:
+        return str(benchmark_path(text))
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(sub) -> None:
@@ -15,7 +25,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="score completions on held-out files (FIM) or an infilling benchmark (tests)")
     add_model_arguments(p, required=False)
     p.add_argument("--repo", type=types.existing_dir, help="repository: held-out FIM items in aiXcoder's categories")
-    p.add_argument("--benchmark", type=types.existing_file, help="HumanEval-infilling JSONL(.gz): generate, run the tests, report pass@1")
+    p.add_argument(
+        "--benchmark",
+        type=benchmark_file,
+        help=f"HumanEval-infilling JSONL(.gz), or one shipped: {', '.join(SHIPPED)}; generate, run the tests, "
+        "report pass@1",
+    )
     p.add_argument("--compare", metavar="BASE_MODEL", help="also evaluate this base model on the same items")
     p.add_argument("--out", required=True, type=types.output_dir, help="output folder for results.json, report.md, predictions.jsonl")
     p.add_argument("--split", type=types.existing_file, help="split.json of the training run (default: the adapter's or model's)")

@@ -12,7 +12,7 @@ import sys
 import warnings
 
 import finetune
-from finetune.cli import cache, complete, data, evaluate, launch_check, merge, recipe, train
+from finetune.cli import cache, chat, complete, data, evaluate, export, launch_check, merge, recipe, train
 from finetune.cli.args import Parser
 from finetune.errors import UserError
 
@@ -24,7 +24,9 @@ COMMANDS = (
     data.add_parser,
     cache.add_cache_parser,
     merge.add_parser,
+    export.add_parser,
     complete.add_parser,
+    chat.add_parser,
     evaluate.add_parser,
     recipe.add_parser,
 )

@@ -8,12 +8,37 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
+from finetune.errors import UserError
 from finetune.evaluate.options import EvalOptions, make_console, models_to_run, progress_bar, settings_of, unique_label
 from finetune.evaluate.report import (
     benchmark_markdown,
 )
 from finetune.evaluate.truncate import truncate
 from finetune.io import write_text_atomic
+
+# HumanEval-infilling (MIT licence) ships in the checkout's data/benchmarks, found by name from any directory.
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "benchmarks"
+SHIPPED = {
+    "humaneval-single-line": "HumanEval-SingleLineInfilling.jsonl.gz",
+    "humaneval-multi-line": "HumanEval-MultiLineInfilling.jsonl.gz",
+    "humaneval-random-span-light": "HumanEval-RandomSpanInfillingLight.jsonl.gz",
+}
+
+
+def benchmark_path(value: str) -> Path:
+    """The benchmark file `value` names: an existing file as given, else a shipped benchmark's short name."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise UserError(f"benchmark {value} is a directory: give a .jsonl or .jsonl.gz file")
+    if path.is_file():
+        return path
+    if value in SHIPPED:
+        if not (SHIPPED_DIR / SHIPPED[value]).is_file():
+            raise UserError(f"the shipped benchmark {value} is missing from {SHIPPED_DIR}: use a full checkout")
+        return SHIPPED_DIR / SHIPPED[value]
+    raise UserError(
+        f"benchmark {value} not found: pass a HumanEval-infilling .jsonl(.gz) file or one of {', '.join(SHIPPED)}"
+    )
 
 
 def _completions(options, model, adapter, tasks, label_taken: set[str], progress) -> tuple[str, list[str], dict]:
@@ -101,13 +126,14 @@ def run_benchmark(options: EvalOptions) -> int:
     from finetune.evaluate.sandbox import Sandbox
 
     console = make_console()
-    tasks = load_tasks(options.benchmark, limit=options.limit)
+    benchmark = benchmark_path(options.benchmark)
+    tasks = load_tasks(benchmark, limit=options.limit)
     out = Path(options.out)
     settings = {**settings_of(options), "timeout_s": options.timeout, "memory_mb": options.memory_mb, "truncate": options.truncate}
     models = [["oracle", None]] if options.oracle else [[m, a] for m, a, _ in models_to_run(options)]
-    journal = Journal(out, {"benchmark_sha256": file_digest(options.benchmark), "settings": settings, "models": models})
+    journal = Journal(out, {"benchmark_sha256": file_digest(benchmark), "settings": settings, "models": models})
     done = journal.resume()
-    summary: dict = {"kind": "benchmark", "benchmark": str(options.benchmark), "tasks": len(tasks), "settings": settings}
+    summary: dict = {"kind": "benchmark", "benchmark": str(benchmark), "tasks": len(tasks), "settings": settings}
     journal.partial(summary)  # from here on the folder says "interrupted" until the eval completes
     (out / "report.md").unlink(missing_ok=True)
     if done:
@@ -142,7 +168,7 @@ def run_benchmark(options: EvalOptions) -> int:
     results = {**summary, "pass@1": runs[0]["pass@1"], "seconds": round(seconds, 2), "runs": runs, "notes": notes}
     files = [
         *journal.finish(results, rows),
-        write_text_atomic(out / "report.md", benchmark_markdown(runs, Path(options.benchmark).name, notes)),
+        write_text_atomic(out / "report.md", benchmark_markdown(runs, benchmark.name, notes)),
     ]
     for run in runs:
         console.print(f"{run['label']}: pass@1 {100 * run['pass@1']:.1f}% ({run['passed']}/{run['total']} tasks)")

@@ -150,6 +150,11 @@ BAD_COMMANDS = [
     "merge {W}/adapter --max-shard-size 5XB --out {W}/merged",
     "merge {W}/adapter --base {W}/no-such-model --out {W}/merged",
     "merge {W}/adapter --seed -3 --out {W}/merged",
+    # export
+    "export --model {W}/no-such-model --gguf {W}/m.gguf",
+    "export --model {M} --gguf {D}",
+    "export --model {M} --gguf {W}/m.gguf --outtype q4_k",
+    "export --model {M} --gguf {F}",
     # complete
     "complete --model {W}/no-such-model --file {F}",
     "complete --model {M} --file {W}/missing.py",
@@ -164,10 +169,17 @@ BAD_COMMANDS = [
     "complete --model {M} --file {F} --family foo",
     "complete --model {M} --adapter {W}/no-adapter --file {F}",
     "complete --model {M} --file {W}/empty.py",
+    # chat
+    "chat --model {M} --message hi",  # a base model: no chat template
+    "chat --model {W}/no-such-model --message hi",
+    "chat --model {M} --adapter {W}/no-adapter --message hi",
+    "chat --model {M} --message hi --max-new-tokens 0",
+    "chat --model {M} --message hi --top-p 0",
     # eval
     "eval --model {M} --out {W}/eval",
     "eval --model {M} --repo {W}/no-such-repo --out {W}/eval",
     "eval --model {M} --benchmark {W}/missing.jsonl --out {W}/eval",
+    "eval --oracle --benchmark humaneval-nope --out {W}/eval",
     "eval --model {M} --repo {S} --per-category 0 --out {W}/eval",
     "eval --model {M} --repo {S} --timeout nan --out {W}/eval",
     "eval --model {M} --repo {S} --memory-mb 0 --out {W}/eval",
@@ -288,7 +300,7 @@ def test_case_count():
     """The issue asks for at least 90 malformed inputs across every command."""
     assert len(BAD_OVERRIDES) + len(BAD_COMMANDS) >= 90
     commands = {c.split()[0] for c in BAD_COMMANDS} | {"train", "recipe"}
-    assert commands >= {"train", "prepare", "data", "cache", "merge", "complete", "eval", "launch-check", "recipe"}
+    assert commands >= {"train", "prepare", "data", "cache", "merge", "export", "complete", "chat", "eval", "launch-check", "recipe"}
 
 
 def test_missing_source_is_rejected_before_heavy_imports(workspace):
