@@ -37,7 +37,7 @@ def in_checkout(monkeypatch) -> None:
 
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The SFT quickstart (LoRA on data/tiny-llama, ChatML added), shrunk to one step."""
+    """The SFT quickstart (LoRA on data/tiny-coder, ChatML added), shrunk to one step."""
     out = tmp_path_factory.mktemp("chat") / "sft"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(ROOT)
