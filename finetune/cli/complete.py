@@ -82,16 +82,23 @@ def cmd_complete(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed)
-    results, stats = generate(completer, [prompt], sampling)
+    stops = None
+    if args.truncate:
+        from functools import partial
+
+        from finetune.evaluate.truncate import settled, truncate
+
+        stops = [partial(settled, language=language, mode=args.truncate, prefix=prefix)]
+    results, stats = generate(completer, [prompt], sampling, stops=stops)
     result = results[0]
     assert result is not None
-    middle = result.text
-    if args.truncate:
-        from finetune.evaluate.truncate import truncate
-
-        middle = truncate(middle, language, args.truncate, prefix)
+    middle = truncate(result.text, language, args.truncate, prefix) if args.truncate else result.text
     sys.stdout.write(middle + ("\n" if middle and not middle.endswith("\n") else ""))
-    ended = "a stop token" if result.stopped else f"--max-new-tokens {args.max_new_tokens}"
+    ended = {
+        "stop_token": "a stop token",
+        "rule": f"the end of the --truncate {args.truncate} unit",
+        "limit": f"--max-new-tokens {args.max_new_tokens}",
+    }[result.ended]
     print(
         f"[{completer.family}, {'SPM' if (spm if spm is not None else completer.encoder.family.default_spm) else 'PSM'}] "
         f"{len(prompt)} prompt tokens, {len(result.ids)} new tokens in {stats.seconds:.2f}s "

@@ -51,6 +51,12 @@ def add_parser(sub) -> None:
         help="benchmark: how tests are contained (auto: the strongest this system allows; see README)",
     )
     add_sampling_arguments(p, max_new_tokens=128)
+    p.add_argument(
+        "--early-stop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stop each completion once its truncation rule has cut it for good (same scores, fewer tokens; default: on)",
+    )
     p.set_defaults(func=cmd_eval)
 
 

@@ -1,4 +1,5 @@
-"""Benchmarks that print numbers: `python -m finetune.dev.bench data DIR | secrets [DIR] | train RECIPE | compare RECIPE`.
+"""Benchmarks that print numbers: `python -m finetune.dev.bench data DIR | secrets [DIR] | train RECIPE | compare RECIPE
+| eval`.
 
 `data` measures the sample pipeline on a source tree, per stage (read, parse, select, encode = format + tokenize)
 for random and structured FIM, then end to end with several worker processes. `secrets` runs the secret scrubber's
@@ -184,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     secrets = sub.add_parser("secrets", help="secret-scrubber hits (false positives) and speed on a source tree")
     secrets.add_argument("root", nargs="?", default=sysconfig.get_paths()["stdlib"], help="default: the stdlib")
     secrets.add_argument("--show", type=int, default=200, help="list at most this many flagged spans")
+    from finetune.dev.bench_eval import add_parser as add_eval_parser
+
+    add_eval_parser(sub)
     startup = sub.add_parser("startup", help="how fast commands that load no model answer (run from the repo root)")
     startup.add_argument("--repeats", type=int, default=5)
     rand = sub.add_parser("random-model", help="save a model with seeded random weights from a config (no download)")
@@ -207,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "startup":
         bench_startup(args.repeats)
         return 0
+    if args.command == "eval":
+        from finetune.dev.bench_eval import bench_eval
+
+        return bench_eval(args)
     if args.command == "random-model":
         return _random_model(args.config, args.tokenizer, args.out, args.seed)
     if args.command not in ("data", "secrets"):

@@ -9,11 +9,12 @@ from functools import partial
 from pathlib import Path
 
 from finetune.errors import UserError
-from finetune.evaluate.options import EvalOptions, make_console, models_to_run, progress_bar, settings_of, unique_label
+from finetune.evaluate.options import EvalOptions, make_console, models_to_run, settings_of, unique_label
+from finetune.evaluate.progress import EvalProgress
 from finetune.evaluate.report import (
     benchmark_markdown,
 )
-from finetune.evaluate.truncate import truncate
+from finetune.evaluate.truncate import settled, truncate
 from finetune.io import write_text_atomic
 
 # HumanEval-infilling (MIT licence) ships in the checkout's data/benchmarks, found by name from any directory.
@@ -50,14 +51,19 @@ def _completions(options, model, adapter, tasks, label_taken: set[str], progress
     prompts = [completer.prompt_ids(t.prompt, t.suffix, "", "python") for t in tasks]
     task = progress.add_task(f"completing with {label}", total=len(tasks))
     sampling = Sampling(options.max_new_tokens, options.temperature, options.top_p, options.top_k, options.seed)
+    modes = [t.truncation if options.truncate == "auto" else "none" for t in tasks]
+    stops = [partial(settled, language="python", mode=mode) for mode in modes] if options.early_stop else None
     results, stats = generate(
-        completer, prompts, sampling, batch_size=options.batch_size, on_batch=partial(progress.advance, task)
+        completer,
+        prompts,
+        sampling,
+        batch_size=options.batch_size,
+        on_batch=lambda pairs: progress.advance(task, len(pairs)),
+        stops=stops,
+        groups=modes,
     )
-    completions = [
-        truncate(r.text if r else "", "python", t.truncation if options.truncate == "auto" else "none")
-        for r, t in zip(results, tasks, strict=True)
-    ]
-    return label, completions, {**stats.to_dict(), "batch_size": options.batch_size}
+    completions = [truncate(r.text if r else "", "python", mode) for r, mode in zip(results, modes, strict=True)]
+    return label, completions, {**stats.to_dict(), "batch_size": options.batch_size, "early_stop": options.early_stop}
 
 
 def _run_tests(sandbox, journal, work: list[tuple], number: int, label: str, advance) -> list[dict]:
@@ -101,7 +107,7 @@ def _benchmark_run(options, number: int, model, adapter, tasks, done: dict, sand
         label, completions, generation = _completions(options, model, adapter, [tasks[i] for i in pending], taken, progress)
     else:
         label, completions = unique_label(kept[0]["label"], taken), []
-    test_task = progress.add_task(f"running tests ({label})", total=len(tasks), completed=len(kept))
+    test_task = progress.add_task(f"running tests ({label})", total=len(tasks), completed=len(kept), unit="tests")
     work = [(i, tasks[i], c) for i, c in zip(pending, completions, strict=True)]
     rows = _run_tests(sandbox, journal, work, number, label, partial(progress.advance, test_task, 1))
     passed = [bool(_field(row, "passed")) for row in kept + rows]
@@ -154,7 +160,7 @@ def run_benchmark(options: EvalOptions) -> int:
             for note in info["notes"]:
                 console.print(f"[yellow]note:[/yellow] {note}")
             journal.partial({**summary, "runs": runs, "notes": notes})
-            with progress_bar() as progress:
+            with EvalProgress(console) as progress:
                 for number, (model, adapter) in enumerate(models):
                     run, new = _benchmark_run(options, number, model, adapter, tasks, done, sandbox, journal, taken, progress)
                     runs.append(run)
@@ -167,7 +173,7 @@ def run_benchmark(options: EvalOptions) -> int:
         notes.append(f"resumed an interrupted eval: {len(done)} results were kept from the earlier run")
     results = {**summary, "pass@1": runs[0]["pass@1"], "seconds": round(seconds, 2), "runs": runs, "notes": notes}
     files = [
-        *journal.finish(results, rows),
+        *journal.finish(results, sorted(rows, key=lambda row: (row["run"], row["item"]))),
         write_text_atomic(out / "report.md", benchmark_markdown(runs, benchmark.name, notes)),
     ]
     for run in runs:

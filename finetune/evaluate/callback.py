@@ -9,6 +9,7 @@ Every process generates (ZeRO-3 and FSDP need all ranks in each forward); the ma
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from transformers import TrainerCallback
 from finetune.data.tokenize.encoder import SampleEncoder
 from finetune.evaluate.items import EvalItem, build_items
 from finetune.evaluate.metrics import score_by_category
-from finetune.evaluate.truncate import truncate
+from finetune.evaluate.truncate import settled, truncate
 
 
 class FimEvalCallback(TrainerCallback):
@@ -49,7 +50,15 @@ class FimEvalCallback(TrainerCallback):
 
         completer = Completer(model, self.tokenizer, self.encoder, self.encoder.family.name, "training")
         prompts = [completer.prompt_ids(it.prefix, it.suffix, it.path, it.language) for it in self.items]
-        results, stats = generate(completer, prompts, Sampling(self.max_new_tokens), batch_size=self.batch_size)
+        stops = [partial(settled, language=it.language, mode=it.mode, prefix=it.prefix) for it in self.items]
+        results, stats = generate(
+            completer,
+            prompts,
+            Sampling(self.max_new_tokens),
+            batch_size=self.batch_size,
+            stops=stops,
+            groups=[it.mode for it in self.items],
+        )
         predictions = [
             truncate(r.text if r is not None else "", it.language, it.mode, it.prefix)
             for r, it in zip(results, self.items, strict=True)

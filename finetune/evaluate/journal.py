@@ -1,6 +1,6 @@
-"""Benchmark results kept as they come: each finished test is a line appended (and flushed) to predictions.jsonl
-and results.json says the eval is partial, so an eval that is killed keeps what it had and the same command
-with the same --out picks up where it stopped instead of starting over.
+"""Eval results kept as they come: each finished test or completion is a line appended (and flushed) to
+predictions.jsonl and results.json says the eval is partial, so an eval that is killed keeps what it had and the
+same command with the same --out picks up where it stopped instead of starting over.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ def file_digest(path: str | Path) -> str:
 
 
 class Journal:
-    """predictions.jsonl and results.json of one benchmark eval in `out`; `key` says what a result depends on."""
+    """predictions.jsonl and results.json of one eval in `out`; `key` says what a result depends on.
+
+    Every journal line carries `run` (the model's number) and `item` (the task's or item's index).
+    """
 
     def __init__(self, out: Path, key: dict) -> None:
         self.out, self.key = out, key
@@ -45,7 +48,7 @@ class Journal:
                 changed = sorted(k for k in set(old or {}) | set(self.key) if (old or {}).get(k) != self.key.get(k))
                 raise UserError(
                     f"--out {self.out} holds an interrupted eval with other inputs ({', '.join(changed)} differ): "
-                    "rerun with the same options to resume it, or pass a new --out"
+                    f"rerun with the same options to resume it, pass a new --out, or delete {self.results} to start over"
                 )
             rows = self._read_rows()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -78,11 +81,10 @@ class Journal:
         write_json_atomic(self.results, {**summary, "complete": False, "resume_key": self.key})
 
     def finish(self, summary: dict, rows: list[dict]) -> list[Path]:
-        """The final files: predictions in (run, item) order, then results.json marked complete."""
+        """The final files: predictions.jsonl replaced by `rows`, then results.json marked complete."""
         self.close()
-        rows = sorted(rows, key=lambda row: (row["run"], row["item"]))
         write_jsonl_atomic(self.predictions, rows)
-        return [self.predictions, write_json_atomic(self.results, {**summary, "complete": True})]
+        return [self.predictions, write_json_atomic(self.results, {**summary, "complete": True, "resume_key": self.key})]
 
     def close(self) -> None:
         if self._handle is not None:

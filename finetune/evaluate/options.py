@@ -34,18 +34,13 @@ class EvalOptions:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    early_stop: bool = True
 
 
 def make_console():
     from rich.console import Console
 
     return Console(highlight=False)
-
-
-def progress_bar():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
 def models_to_run(options: EvalOptions) -> list[tuple[str | None, str | None, str | None]]:

@@ -10,6 +10,8 @@ from pathlib import Path
 from finetune.errors import UserError
 from finetune.io import atomic_file
 
+_ENDED = {"stop_token": "a stop token", "rule": "their unit's end", "limit": "--max-new-tokens"}
+
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
@@ -33,9 +35,11 @@ def fim_markdown(runs: list[dict], categories: list[str], notes: list[str]) -> s
     for run in runs:
         gen = run.get("generation") or {}
         if gen:
+            ended = ", ".join(f"{n} by {_ENDED.get(how, how)}" for how, n in (gen.get("ended") or {}).items())
             lines.append(
                 f"- {run['label']}: {gen.get('new_tokens', 0)} tokens generated in {gen.get('seconds', 0)}s "
                 f"({gen.get('tokens_per_second', 0)} tokens/s, batch size {gen.get('batch_size', '?')})"
+                + (f"; completions ended {ended}" if ended else "")
             )
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"

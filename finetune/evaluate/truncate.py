@@ -162,18 +162,59 @@ def tokens(text: str, syntax: Syntax) -> Iterator[Token]:
 
 def truncate(completion: str, language: str, mode: str, prefix: str = "") -> str:
     """`completion` cut at the end of the unit `mode` asks for; `prefix` is the text before the cursor."""
+    return _truncate(completion, language, mode, prefix)[0]
+
+
+def settled(completion: str, language: str, mode: str, prefix: str = "") -> bool:
+    """Whether `truncate` has cut `completion` at a place no continuation of it can move: generation may stop.
+
+    The cut is settled when every character the decision read is already there; a word, `&`, `|` or `/` at the
+    very end could still grow (`el` -> `else`, `/` -> `//`), and a trailing U+FFFD is half a UTF-8 character.
+    """
+    known = completion.rstrip("\ufffd")
+    _, reach = _truncate(known, language, mode, prefix)
+    return reach is not None and reach <= len(known)
+
+
+def _truncate(completion: str, language: str, mode: str, prefix: str) -> tuple[str, int | None]:
+    """The truncated text, and how many characters of `completion` decided the cut (None: nothing was cut)."""
     if mode not in MODES:
         raise ValueError(f"unknown truncation mode {mode!r}")
     if mode == "none" or not completion:
-        return completion
+        return completion, None
     if mode == "line":
-        return completion.split("\n", 1)[0].removesuffix("\r")
+        end = completion.find("\n")
+        return completion.split("\n", 1)[0].removesuffix("\r"), (None if end < 0 else end + 1)
     syntax = SYNTAX.get(language)
     if syntax is None:
-        return completion
+        return completion, None
+    reach = _Reach(len(completion))
     if syntax.kind == "indent":
-        return _indent_cut(completion, syntax, mode, prefix)
-    return _brace_cut(completion, syntax, mode)
+        pos = _indent_cut(completion, syntax, mode, prefix, reach)
+    else:
+        pos = _brace_cut(completion, syntax, mode, reach)
+    return (completion, None) if pos is None else (_cut(completion, pos), reach.end)
+
+
+class _Reach:
+    """How much of the text a cut decision has read, so `settled` knows whether more text could change it."""
+
+    _GROWS = frozenset("&|/")  # `&&`, `||`, `//`, `/*`: one more character could make these another token
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.end = 0
+
+    def upto(self, end: int) -> None:
+        self.end = max(self.end, end)
+
+    def token(self, token: Token | None) -> None:
+        """`token` was read; None: the decision saw that no token follows, which only the end of text settles."""
+        if token is None:
+            self.upto(self.length + 1)
+            return
+        last = token.text[-1]
+        self.upto(token.pos + len(token.text) + (last in self._GROWS or _is_word(last)))
 
 
 def _cut(text: str, pos: int) -> str:
@@ -187,32 +228,33 @@ def _indent_of(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
-def _indent_cut(completion: str, syntax: Syntax, mode: str, prefix: str) -> str:
+def _indent_cut(completion: str, syntax: Syntax, mode: str, prefix: str, reach: _Reach) -> int | None:
     lead = prefix[prefix.rfind("\n") + 1 :]
     base = len(lead) if not lead.strip() else _indent_of(lead)
     depth = 0
     previous: Token | None = None
     base_lines: list[str] = [completion.lstrip(" \t")[:1]]  # first characters of the unit's lines at `base`
     for token in tokens(completion, syntax):
+        reach.token(token)
         text = token.text
         if text in _OPEN:
             depth += 1
         elif text in _CLOSE:
             if depth == 0:
-                return _cut(completion, token.pos)
+                return token.pos
             depth -= 1
         elif mode == "header" and depth == 0 and text == ":":
-            return _cut(completion, token.pos + 1)
+            return token.pos + 1
         elif text == "\n" and depth == 0 and not (previous is not None and previous.text == "\\"):
             if mode == "header":
-                return _cut(completion, token.pos)
-            if _python_unit_ends(completion, token.pos + 1, base, mode, base_lines):
-                return _cut(completion, token.pos)
+                return token.pos
+            if _python_unit_ends(completion, token.pos + 1, base, mode, base_lines, reach):
+                return token.pos
         previous = token
-    return completion
+    return None
 
 
-def _python_unit_ends(text: str, start: int, base: int, mode: str, base_lines: list[str]) -> bool:
+def _python_unit_ends(text: str, start: int, base: int, mode: str, base_lines: list[str], reach: _Reach) -> bool:
     """Whether the code line that follows position `start` (skipping blank and comment lines) leaves the unit."""
     while start < len(text):
         end = text.find("\n", start)
@@ -221,19 +263,24 @@ def _python_unit_ends(text: str, start: int, base: int, mode: str, base_lines: l
         if stripped and not stripped.startswith("#"):
             break
         if end < 0:
+            reach.upto(len(text) + 1)
             return False
         start = end + 1
     else:
+        reach.upto(len(text) + 1)
         return False
     indent = _indent_of(line)
+    reach.upto(start + indent + 1)
     if indent < base:
         return True
     if mode == "statements" or indent > base:
         return False
-    word = stripped.split(None, 1)[0].rstrip(":")
-    if word in _PY_CLAUSES:
+    first = stripped.split(None, 1)[0]
+    first_end = len(line) - len(line.lstrip()) + len(first)  # the first word is whole once something follows it
+    reach.upto(start + first_end + 1)
+    if first.rstrip(":") in _PY_CLAUSES:
         return False
-    if all(first == "@" for first in base_lines):  # decorators, then the definition they decorate
+    if all(c == "@" for c in base_lines):  # decorators, then the definition they decorate
         base_lines.append(stripped[:1])
         return False
     return True
@@ -242,50 +289,55 @@ def _python_unit_ends(text: str, start: int, base: int, mode: str, base_lines: l
 # ------------------------------------------------------------------------------ brackets and keywords (the rest)
 
 
-def _brace_cut(completion: str, syntax: Syntax, mode: str) -> str:
+def _brace_cut(completion: str, syntax: Syntax, mode: str, reach: _Reach) -> int | None:
     toks = [t for t in tokens(completion, syntax) if syntax.count_parens or t.text not in "()"]
-    first_word = next((t.text for t in toks if t.text != "\n"), "")
+    first = next((t for t in toks if t.text != "\n"), None)
+    reach.token(first)
+    first_word = first.text if first is not None else ""
     depth = 0
     at_statement_start = True
     for k, token in enumerate(toks):
+        reach.token(token)
         text = token.text
         starts = at_statement_start
         at_statement_start = text in ("\n", ";", "{", "(", "=", "&&", "||", "|")
         if text in _OPEN or (text in syntax.openers and starts) or text in syntax.anywhere_openers:
             if mode == "header" and depth == 0 and text == "{":
-                return _cut(completion, token.pos)
+                return token.pos
             depth += 1
             continue
         if text in _CLOSE or text in syntax.closers:
             if depth == 0:
-                return _cut(completion, token.pos)
+                return token.pos
             depth -= 1
             if depth == 0 and mode == "unit" and text not in (")", "]"):
-                end = _after_block(completion, toks, k, syntax, first_word)
+                end = _after_block(toks, k, syntax, first_word, reach)
                 if end is not None:
-                    return _cut(completion, end)
+                    return end
             continue
         if depth != 0:
             continue
         if text in syntax.clauses and starts and mode == "statements":
-            return _cut(completion, token.pos)
+            return token.pos
         if text == ";" and mode in ("unit", "header"):
-            return _cut(completion, token.pos + (mode == "unit"))
+            return token.pos + (mode == "unit")
         if text == "\n" and mode == "header" and first_word and syntax.optional_semicolons and k > 0:
-            return _cut(completion, token.pos)
-        if text == "\n" and mode == "unit" and syntax.optional_semicolons and _statement_ends(toks, k, syntax):
-            return _cut(completion, token.pos)
-    return completion
+            return token.pos
+        if text == "\n" and mode == "unit" and syntax.optional_semicolons and _statement_ends(toks, k, syntax, reach):
+            return token.pos
+    return None
 
 
-def _next_code(toks: list[Token], k: int) -> Token | None:
+def _next_code(toks: list[Token], k: int, reach: _Reach) -> Token | None:
     """The first token after index `k` that is not a newline."""
-    return next((t for t in toks[k + 1 :] if t.text != "\n"), None)
+    token = next((t for t in toks[k + 1 :] if t.text != "\n"), None)
+    reach.token(token)
+    return token
 
 
-def _after_block(text: str, toks: list[Token], k: int, syntax: Syntax, first_word: str) -> int | None:
+def _after_block(toks: list[Token], k: int, syntax: Syntax, first_word: str, reach: _Reach) -> int | None:
     """Where a unit ends after the block closed at token `k`; None when what follows continues it."""
-    nxt = _next_code(toks, k)
+    nxt = _next_code(toks, k, reach)
     close_end = toks[k].pos + len(toks[k].text)
     if nxt is None:
         return None
@@ -300,12 +352,12 @@ def _after_block(text: str, toks: list[Token], k: int, syntax: Syntax, first_wor
     return close_end
 
 
-def _statement_ends(toks: list[Token], k: int, syntax: Syntax) -> bool:
+def _statement_ends(toks: list[Token], k: int, syntax: Syntax, reach: _Reach) -> bool:
     """A newline at depth 0 ends a statement unless the line or the next one shows it goes on."""
     previous = next((t for t in reversed(toks[:k]) if t.text != "\n"), None)
     if previous is None or previous.text in _CONTINUES:
         return False
-    nxt = _next_code(toks, k)
+    nxt = _next_code(toks, k, reach)
     if nxt is None:
         return False
     return not (nxt.text in (".", "?", "&&", "||", "|") or nxt.text in syntax.continuations)

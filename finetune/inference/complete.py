@@ -8,6 +8,7 @@ Generation is batched with left padding and the KV cache, and stops at EOS or an
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from finetune.run import saved_recipe, split_file
 
 if TYPE_CHECKING:
     import torch
+
+    from finetune.inference.stopping import StopRule
 
 
 @dataclass
@@ -173,11 +176,16 @@ class Sampling:
 
 @dataclass
 class Generation:
-    """One completion: its ids (stop token excluded), text, and whether a stop token ended it."""
+    """One completion: its ids (stop token excluded), text, and what ended it (a stop token, its rule, or the limit)."""
 
     ids: list[int]
     text: str
     stopped: bool
+    by_rule: bool = False
+
+    @property
+    def ended(self) -> str:
+        return "stop_token" if self.stopped else "rule" if self.by_rule else "limit"
 
 
 @dataclass
@@ -186,6 +194,8 @@ class GenerationStats:
     new_tokens: int = 0
     seconds: float = 0.0
     batches: int = 0
+    rule_stops: int = 0  # rows a stop rule ended before a stop token or the limit
+    tokens_saved_at_most: int = 0  # what those rows had left of max_new_tokens: they might have hit EOS sooner
     skipped: list[int] = field(default_factory=list)
 
     @property
@@ -199,6 +209,8 @@ class GenerationStats:
             "seconds": round(self.seconds, 3),
             "tokens_per_second": round(self.tokens_per_second, 1),
             "batches": self.batches,
+            "rule_stops": self.rule_stops,
+            "tokens_saved_at_most": self.tokens_saved_at_most,
         }
 
 
@@ -221,26 +233,36 @@ def generate(
     *,
     batch_size: int = 8,
     on_batch=None,
+    stops: Sequence[StopRule | None] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> tuple[list[Generation | None], GenerationStats]:
     """Complete every prompt, `batch_size` at a time (similar lengths together, left-padded, KV cache).
 
-    A prompt that leaves no room for new tokens within the model's positions gets None (listed in
-    `stats.skipped`). `on_batch(n)` is called after each batch with the number of prompts done.
+    `stops[i](text)` says when prompt i's completion is done (e.g. its syntactic unit is complete): the row stops
+    there instead of running to a stop token or `max_new_tokens`. Prompts are batched by `groups[i]` first, then by
+    length: a batch lasts as long as its longest completion, so one-line completions should not wait for whole
+    blocks. A prompt that leaves no room for new tokens
+    within the model's positions gets None (listed in `stats.skipped`). `on_batch(pairs)` is called with the
+    (prompt index, generation) pairs of each finished batch (the skipped prompts first, with None).
     """
     import torch
 
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
+    if stops is not None and len(stops) != len(prompts):
+        raise ValueError(f"{len(stops)} stop rules for {len(prompts)} prompts")
     model, encoder = completer.model, completer.encoder
     stop_ids = encoder.stop_token_ids
     pad_id = completer.tokenizer.pad_token_id if completer.tokenizer.pad_token_id is not None else encoder.eos_id
     limit = completer.max_positions
     stats = GenerationStats(prompts=len(prompts))
     results: list[Generation | None] = [None] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    order = sorted(range(len(prompts)), key=lambda i: (groups[i] if groups else "", -len(prompts[i])))
     if limit is not None:
         stats.skipped = [i for i in order if len(prompts[i]) >= limit]
         order = [i for i in order if len(prompts[i]) < limit]
+    if stats.skipped and on_batch is not None:
+        on_batch([(i, None) for i in stats.skipped])
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     was_training = model.training
@@ -253,21 +275,33 @@ def generate(
             if limit is not None:
                 room = min(room, limit - max(len(ids) for ids in batch))
             input_ids, mask = _left_pad(batch, pad_id, completer.device)
+            row_stop = None
+            if stops is not None:
+                from finetune.inference.stopping import RowStop
+
+                row_stop = RowStop([stops[i] for i in chunk], input_ids.shape[1], completer.decode, set(stop_ids))
             began = time.perf_counter()
             with torch.inference_mode():
                 out = model.generate(
                     input_ids=input_ids,
                     attention_mask=mask,
                     generation_config=sampling.config(stop_ids, pad_id, room),
+                    stopping_criteria=row_stop.as_list() if row_stop is not None else None,
                 )
             stats.seconds += time.perf_counter() - began
             stats.batches += 1
             for row, index in enumerate(chunk):
                 new = out[row, input_ids.shape[1] :].tolist()
-                results[index], used = _finish(completer, new, set(stop_ids))
+                kept = row_stop.kept[row] if row_stop is not None else None
+                if kept is not None:
+                    results[index], used = Generation(new[:kept], completer.decode(new[:kept]), False, True), kept
+                    stats.rule_stops += 1
+                    stats.tokens_saved_at_most += room - kept
+                else:
+                    results[index], used = _finish(completer, new, set(stop_ids))
                 stats.new_tokens += used
             if on_batch is not None:
-                on_batch(len(chunk))
+                on_batch([(index, results[index]) for index in chunk])
     finally:
         model.train(was_training)
     return results, stats
