@@ -121,20 +121,24 @@ def exclude_patterns(paths: Sequence[str]) -> list[str]:
 
 
 def check_settings(out: Path, settings: Settings) -> None:
-    """Write settings.json on the first run; a resumed run must use the same ones, or its parts would not compare."""
+    """Record the settings in settings.json; once a run or an eval has finished, a resumed experiment must use the
+    same ones, or its parts would not compare. Before that they may change (a mistyped --model is just fixed)."""
     from finetune.io import write_json_atomic
 
     path = out / "settings.json"
     fixed = {k: v for k, v in asdict(settings).items() if k not in ("seeds", "resamples")}
-    if path.is_file():
-        before = json.loads(path.read_text(encoding="utf-8"))
-        changed = [f"{k}={before.get(k)!r} (now {v!r})" for k, v in fixed.items() if before.get(k) != v]
-        if changed:
-            raise UserError(
-                f"{out} holds an experiment run with other settings: {', '.join(changed)}; "
-                "use the same options to resume it, or a new --out"
-            )
+    before = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if before == fixed:
         return
+    finished = [*out.glob("runs/*/summary.json"), *out.glob("eval/*/results.json")]
+    if before is not None and finished:
+        changed = [f"{k}={before.get(k)!r} (now {v!r})" for k, v in fixed.items() if before.get(k) != v]
+        raise UserError(
+            f"{out} holds an experiment run with other settings: {', '.join(changed)}; "
+            "use the same options to resume it, or a new --out"
+        )
+    if not finished:
+        (out / "split.json").unlink(missing_ok=True)  # it may have been chosen for another repository
     write_json_atomic(path, fixed)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pathspec
 import pytest
 
-from finetune.dev.experiment import exclude_patterns, main
+from finetune.dev.experiment import Settings, check_settings, exclude_patterns, main
 from finetune.dev.experiment_report import (
     Interval,
     bootstrap_ci,
@@ -19,6 +19,7 @@ from finetune.dev.experiment_report import (
     results_markdown,
     score_table,
 )
+from finetune.errors import UserError
 
 
 def test_constant_scores_have_a_zero_width_interval() -> None:
@@ -95,6 +96,19 @@ def test_exclude_patterns_match_exactly_the_held_out_files() -> None:
     spec = pathspec.GitIgnoreSpec.from_lines(exclude_patterns(["a[1].py", "pkg/b*.py"]))
     assert spec.match_file("a[1].py") and spec.match_file("pkg/b*.py")
     assert not spec.match_file("a1.py") and not spec.match_file("pkg/bx.py") and not spec.match_file("sub/a[1].py")
+
+
+def test_settings_may_change_until_a_part_has_finished(tmp_path: Path) -> None:
+    check_settings(tmp_path, Settings(model="typo", repo="r"))
+    (tmp_path / "split.json").write_text("{}")
+    check_settings(tmp_path, Settings(model="m", repo="r"))  # nothing trained or scored yet: just fixed
+    assert json.loads((tmp_path / "settings.json").read_text())["model"] == "m"
+    assert not (tmp_path / "split.json").exists()  # chosen again, for the repository now given
+    (tmp_path / "runs" / "lora-s1").mkdir(parents=True)
+    (tmp_path / "runs" / "lora-s1" / "summary.json").write_text("{}")
+    check_settings(tmp_path, Settings(model="m", repo="r", seeds=5))  # more seeds: the same experiment
+    with pytest.raises(UserError, match="other settings: model='m' \\(now 'x'\\)"):
+        check_settings(tmp_path, Settings(model="x", repo="r"))
 
 
 def test_quick_run_writes_the_three_files_and_resumes(
