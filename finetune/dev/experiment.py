@@ -1,6 +1,6 @@
 """The proof-of-value experiment: does fine-tuning on a repository improve completion of its held-out code?
 
-`python -m finetune.dev.experiment --out runs/experiment [--model data/tiny-llama] [--seeds 3] [--steps N] [--quick]`
+`python -m finetune.dev.experiment --out runs/experiment [--model data/tiny-coder] [--seeds 3] [--steps N] [--quick]`
 
 Trains each arm of `recipes/experiments/` on a repository the base model never saw (default: the standard
 library's asyncio package) and scores the base model and every trained model on the same held-out FIM items:
@@ -32,7 +32,7 @@ from finetune.errors import UserError
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "experiments"
 DEFAULT_REPO = Path(sysconfig.get_paths()["stdlib"]) / "asyncio"
-DEFAULT_MODEL = "data/tiny-llama"
+DEFAULT_MODEL = "data/tiny-coder"
 HOLDOUT_SEED = 0  # the held-out files are the same for every arm, seed and resumed run
 ARMS = ("lora", "full", "structured", "random")
 EXPERIMENTS = (
