@@ -1,13 +1,12 @@
 """Recipe -> tokenized train/eval datasets (`input_ids` + `labels`), the last step before the trainer.
 
-Documents are split into train and eval by a hash of their path, so the split is stable when files are added and
-can be recorded and reused by evaluation. Long documents are cut at line boundaries to fit `max_length`; a sample
+Documents are split into train and eval by a hash of their path, stratified by language, so the split is stable when
+files are added and can be recorded and reused by evaluation. Long documents are cut at line boundaries to fit `max_length`; a sample
 that still overflows is kept as plain next-token chunks rather than silently truncated, and counted.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from finetune.data.context.layout import ContextSample, neighbor_snippets, with_
 from finetune.data.context.ordering import order_files
 from finetune.data.context.retrieval import RepoRetriever, Snippet
 from finetune.data.fim.transforms import describe_flow, make_samples
-from finetune.data.holdout import is_held_out
+from finetune.data.holdout import held_out_files
 from finetune.data.ingest.scrub import Scrubber
 from finetune.data.ingest.sources import load_data_documents
 from finetune.data.ingest.walk import IngestReport
@@ -55,14 +54,8 @@ class PreparedData:
 
 
 def split_documents(documents: list[Document], fraction: float, seed: int) -> tuple[list[Document], list[Document]]:
-    """Train/eval split by document; at least one eval document whenever a fraction is asked and two exist."""
-    if fraction <= 0 or len(documents) < 2:
-        return documents, []
-    held = [is_held_out(doc.path, fraction, seed) for doc in documents]
-    if not any(held):
-        held[min(range(len(documents)), key=lambda i: hashlib.sha256(documents[i].path.encode()).digest())] = True
-    if all(held):
-        held[0] = False
+    """Train/eval split by document, stratified by language (`holdout.held_out_files`)."""
+    held = held_out_files([doc.path for doc in documents], [doc.language for doc in documents], fraction, seed)
     train = [doc for doc, h in zip(documents, held, strict=True) if not h]
     evaluation = [doc for doc, h in zip(documents, held, strict=True) if h]
     return train, evaluation

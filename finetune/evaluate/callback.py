@@ -2,12 +2,15 @@
 
 Loss says little about whether a model now writes the right line; exact match and edit similarity on real
 completions do. The items come from the run's held-out files (never trained on), built as `finetune eval`
-builds them, and are completed greedily before training, every `eval.every_steps` steps, and at the end.
+builds them, with each prompt cut to the run's sequence length (less the tokens to generate) as `finetune complete`
+cuts a long file: the model is asked at the length it trains at, which also keeps a small model's evaluation cheap.
+They are completed greedily before training, every `eval.every_steps` steps, and at the end.
 Every process generates (ZeRO-3 and FSDP need all ranks in each forward); the main process writes the record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import partial
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from finetune.data.tokenize.encoder import SampleEncoder
+from finetune.errors import UserError
 from finetune.evaluate.items import EvalItem, build_items
 from finetune.evaluate.metrics import score_by_category
 from finetune.evaluate.truncate import settled, truncate
@@ -108,20 +112,55 @@ def fim_eval_callback(
     held = set(eval_paths)
     documents, _ = load_data_documents(recipe.data)
     documents = [doc for doc in documents if doc.path in held]
+    encoder = SampleEncoder(tokenizer, family)
     items = build_items(documents, per_category=settings.fim_items, seed=recipe.seed)
+    items = _fit_prompts(_spread(items, settings.fim_items), encoder, recipe.data.max_length - settings.max_new_tokens)
     if not items:
         return None
-    items = _spread(items, settings.fim_items)
     every = settings.every_steps if settings.every_steps is not None else recipe.training.eval_steps
     return FimEvalCallback(
         items,
         tokenizer,
-        SampleEncoder(tokenizer, family),
+        encoder,
         metrics_path,
         every_steps=every,
         max_new_tokens=settings.max_new_tokens,
         batch_size=settings.batch_size,
     )
+
+
+def _fit_prompts(items: list[EvalItem], encoder: SampleEncoder, budget: int) -> list[EvalItem]:
+    """Each item with its prefix and suffix cut to a prompt of `budget` tokens, keeping the lines nearest the cursor
+    (`inference.complete.fit_context`); an item whose cursor line alone does not fit is left out."""
+    from finetune.inference.complete import Completer, fit_context
+
+    completer = Completer(None, encoder.tokenizer, encoder, encoder.family.name, "training")
+    fitted = []
+    for item in items:
+        try:
+            _, prefix, suffix = fit_context(completer, item.prefix, item.suffix, item.path, item.language, None, budget)
+        except UserError:
+            continue
+        fitted.append(dataclasses.replace(item, prefix=prefix, suffix=suffix))
+    return fitted
+
+
+def fim_before_after(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first and last completion scores of a run's metrics records (None when none were scored).
+
+    Read from metrics.jsonl rather than the callback's memory, so a resumed run still compares with the scores
+    taken before any training.
+    """
+    scored = [r for r in records if "fim_exact_match" in r]
+    if not scored:
+        return None
+    first, last = scored[0], scored[-1]
+    return {
+        "items": last["fim_items"],
+        "steps": [first["step"], last["step"]],
+        "exact_match": [first["fim_exact_match"], last["fim_exact_match"]],
+        "edit_similarity": [first["fim_edit_similarity"], last["fim_edit_similarity"]],
+    }
 
 
 def _spread(items: list[EvalItem], n: int) -> list[EvalItem]:

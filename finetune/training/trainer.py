@@ -42,6 +42,7 @@ class RunSummary:
     method: str
     world_size: int = 1
     peak_gpu_memory_gib: float | None = None  # this process's peak allocated CUDA memory (None on CPU)
+    held_out_fim: dict[str, Any] | None = None  # first and last scores of eval.fim_items (evaluate/callback.py)
     data: dict[str, Any] = field(default_factory=dict)
     trainer: Any = field(default=None, repr=False, compare=False)
 
@@ -57,9 +58,19 @@ class RunSummary:
         return [
             f"trained ({self.method}) for {self.steps} steps in {self.train_seconds:.1f}s",
             f"train loss {fmt(self.first_loss)} -> {fmt(self.last_loss)}; eval loss {fmt(self.eval_loss)}",
+            *([fim_line(self.held_out_fim)] if self.held_out_fim else []),
             f"throughput {tps} tokens/s",
             f"outputs in {self.output_dir}",
         ]
+
+
+def fim_line(fim: dict[str, Any]) -> str:
+    """Held-out completion scores of the first and last evaluation (`RunSummary.held_out_fim`), in percent."""
+    (em0, em1), (es0, es1) = fim["exact_match"], fim["edit_similarity"]
+    return (
+        f"held-out FIM: exact match {100 * em0:.1f}% -> {100 * em1:.1f}%, "
+        f"edit similarity {100 * es0:.1f}% -> {100 * es1:.1f}%"
+    )
 
 
 def training_arguments(recipe: Recipe, plan: TrainPlan, output_dir: Path, has_eval: bool):
@@ -202,7 +213,7 @@ def _train(
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    from finetune.evaluate.callback import fim_eval_callback
+    from finetune.evaluate.callback import fim_before_after, fim_eval_callback
 
     # the main process has moved incomplete checkpoints aside (RunDir.prepare): the newest one left is complete
     checkpoint = last_checkpoint(rundir.partial) if recipe.resume else None
@@ -262,7 +273,8 @@ def _train(
     resolved = recipe.model_copy(deep=True)
     resolved.model.family = family
     _write_run_files(rundir.partial, resolved, data)
-    losses = [r["loss"] for r in read_metrics(metrics.path) if "loss" in r]
+    records = read_metrics(metrics.path)
+    losses = [r["loss"] for r in records if "loss" in r]
     runtime_s = float(result.metrics.get("train_runtime", 0.0))
     summary = RunSummary(
         output_dir=rundir.final,
@@ -276,6 +288,7 @@ def _train(
         world_size=state.num_processes,
         peak_gpu_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if runtime.use_cuda else None,
         data=dict(data.stats),
+        held_out_fim=fim_before_after(records) if fim_eval is not None else None,
     )
     summary.trainer = trainer
     (rundir.partial / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")

@@ -9,6 +9,7 @@ import pytest
 
 from finetune.config.load import validate_recipe
 from finetune.config.schema import DatasetSource, JsonlSource, TextSource
+from finetune.data.holdout import MIN_FILES_PER_LANGUAGE
 from finetune.data.ingest.sources import load_documents
 from finetune.data.pipeline import prepare_data, split_documents
 from finetune.data.tokenize.encoder import SampleEncoder
@@ -68,6 +69,41 @@ def test_split_is_deterministic_stable_and_never_empty() -> None:
     _, tiny_held = split_documents(docs[:3], 0.01, seed=1)
     assert len(tiny_held) == 1
     assert split_documents(docs, 0.0, seed=1) == (docs, [])
+
+
+_EXTENSIONS = {"python": "py", "go": "go", "rust": "rs", "typescript": "ts"}
+
+
+def _repo_of_languages() -> list[Document]:
+    """A repository with `MIN_FILES_PER_LANGUAGE` files in each of four languages, plus two SQL files and a README."""
+    docs = [
+        Document(f"src/{language}/m{i}.{ext}", language, f"x = {i}\n")
+        for language, ext in _EXTENSIONS.items()
+        for i in range(MIN_FILES_PER_LANGUAGE)
+    ]
+    return [*docs, Document("db/a.sql", "sql", "SELECT 1;\n"), Document("db/b.sql", "sql", "SELECT 2;\n"),
+            Document("README.md", "markdown", "# r\n")]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_split_holds_out_code_of_each_language_with_enough_files(seed: int) -> None:
+    docs = _repo_of_languages()
+    train, held = split_documents(docs, 1e-6, seed)
+    assert {d.language for d in held} == set(_EXTENSIONS)  # each gets one; two SQL files and one README are too few
+    assert {d.language for d in train} == {d.language for d in docs}  # and training still sees every language
+    assert split_documents(docs, 1e-6, seed) == (train, held)
+    _, held_all = split_documents(docs, 0.9999, seed)
+    assert len(held_all) == len(docs) - 1  # one file always stays for training
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_split_moves_no_file_when_files_of_other_languages_are_added(seed: int) -> None:
+    docs = _repo_of_languages()
+    _, held = split_documents(docs, 0.2, seed)
+    added = [Document("web/app.js", "javascript", "x\n"), *(Document(f"src/go/n{i}.go", "go", "x\n") for i in range(9))]
+    _, held_more = split_documents([*docs, *added], 0.2, seed)
+    others = {d.path for d in held if d.language != "go"}
+    assert {d.path for d in held_more if d.language not in ("go", "javascript")} == others
 
 
 def repo_recipe(repo: Path, **data):

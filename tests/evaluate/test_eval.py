@@ -4,24 +4,33 @@ evaluation during training, and the held-out split never overlapping the trainin
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import re
 import shutil
 import sysconfig
 import time
+from collections import Counter
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
+import yaml
 
 from finetune.cli.main import main
-from finetune.config.load import validate_recipe
+from finetune.config.load import load_recipe
+from finetune.data.ingest.sources import load_data_documents
 from finetune.data.ingest.walk import walk_repository
+from finetune.data.pipeline import split_documents
+from finetune.evaluate.callback import fim_before_after, fim_eval_callback
 from finetune.evaluate.items import CATEGORIES, build_items
 from finetune.evaluate.metrics import edit_similarity, exact_match, score_by_category
 from finetune.evaluate.sandbox import run_program
 from finetune.evaluate.truncate import truncate
-from finetune.training.trainer import run
+from finetune.training.trainer import fim_line
 
-SAMPLE_REPO = Path(__file__).resolve().parents[2] / "data" / "sample-repo"
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_REPO = ROOT / "data" / "sample-repo"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
 
@@ -199,8 +208,8 @@ def test_benchmark_with_a_model_reports_pass_at_1(tmp_path: Path, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, Path]:
-    """A 2-step LoRA run over a small repository, with FIM evaluation during training switched on."""
+def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, Path, str]:
+    """`finetune train`: 2 LoRA steps over a small repository, FIM evaluation at every step; (run, repo, stdout)."""
     root = tmp_path_factory.mktemp("evalrun")
     repo = root / "repo"
     repo.mkdir()
@@ -212,22 +221,77 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
         "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
         "data": {"sources": [{"type": "repo", "path": str(repo)}], "max_length": 128, "eval_split": 0.3},
         "training": {"batch_size": 2, "max_steps": 2, "logging_steps": 1, "save_steps": 1000, "warmup": 0},
-        "eval": {"fim_items": 3, "max_new_tokens": 4},
+        "eval": {"fim_items": 3, "max_new_tokens": 4, "every_steps": 1},
     }
-    run(validate_recipe(recipe))
-    return root / "run", repo
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    with redirect_stdout(io.StringIO()) as stdout:
+        assert main(["train", str(root / "recipe.yaml")]) == 0
+    return root / "run", repo, stdout.getvalue()
 
 
 def test_training_logs_fim_scores(trained_run) -> None:
-    run_dir, _ = trained_run
+    run_dir, _, _ = trained_run
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     fim = [r for r in records if "fim_exact_match" in r]
-    assert [r["step"] for r in fim] == [0, 2]  # before training and at the end
+    assert [r["step"] for r in fim] == [0, 1, 2]  # before training, every step, and at the end (once)
     assert all(r["fim_items"] == 3 and 0.0 <= r["fim_edit_similarity"] <= 1.0 for r in fim)
 
 
+def test_train_summary_prints_held_out_fim_before_and_after(trained_run) -> None:
+    run_dir, _, stdout = trained_run
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    scored = [r for r in records if "fim_exact_match" in r]
+    first, last = scored[0], scored[-1]
+    lines = [line for line in stdout.splitlines() if "held-out FIM" in line]
+    assert len(lines) == 1
+    pct = r"(\d+\.\d)%"
+    match = re.fullmatch(rf"held-out FIM: exact match {pct} -> {pct}, edit similarity {pct} -> {pct}", lines[0])
+    assert match, lines[0]
+    expected = [first["fim_exact_match"], last["fim_exact_match"], first["fim_edit_similarity"], last["fim_edit_similarity"]]
+    assert list(match.groups()) == [f"{100 * v:.1f}" for v in expected]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["held_out_fim"] == {
+        "items": 3,
+        "steps": [0, 2],
+        "exact_match": expected[:2],
+        "edit_similarity": expected[2:],
+    }
+
+
+def test_quickstart_holds_out_code_of_several_languages_with_enough_items(tmp_path: Path) -> None:
+    """README line 1's before/after numbers come from Python, Go and shell completions, at the training length."""
+    from transformers import AutoTokenizer
+
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [f"data.sources.0.path={SAMPLE_REPO}"])
+    documents, _ = load_data_documents(recipe.data)
+    _, held = split_documents(documents, recipe.data.eval_split, recipe.seed)
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / recipe.model.name_or_path)
+    callback = fim_eval_callback(recipe, tokenizer, "starcoder", [d.path for d in held], tmp_path / "m.jsonl")
+    assert callback is not None and len(callback.items) == recipe.eval.fim_items >= 40
+    by_language = Counter(item.language for item in callback.items)
+    assert {"python", "go", "shell"} <= set(by_language) and min(by_language.values()) >= 5, by_language
+    assert len({item.category for item in callback.items}) >= 8
+    budget = recipe.data.max_length - recipe.eval.max_new_tokens  # prompts as long as the training sequences
+    assert all(len(callback.encoder.infill_prompt_ids(i.prefix, i.suffix, i.path, i.language)) <= budget
+               for i in callback.items)  # fmt: skip
+
+
+def test_fim_before_after_takes_the_first_and_last_scores() -> None:
+    records = [
+        {"step": 0, "fim_items": 4, "fim_exact_match": 0.0, "fim_edit_similarity": 0.1},
+        {"step": 1, "loss": 2.0},
+        {"step": 5, "fim_items": 4, "fim_exact_match": 0.25, "fim_edit_similarity": 0.4},
+        {"step": 9, "fim_items": 4, "fim_exact_match": 0.5, "fim_edit_similarity": 0.625},
+        {"step": 9, "final_eval_loss": 1.5},
+    ]
+    fim = fim_before_after(records)
+    assert fim == {"items": 4, "steps": [0, 9], "exact_match": [0.0, 0.5], "edit_similarity": [0.1, 0.625]}
+    assert fim_line(fim) == "held-out FIM: exact match 0.0% -> 50.0%, edit similarity 10.0% -> 62.5%"
+    assert fim_before_after([{"step": 1, "loss": 2.0}]) is None
+
+
 def test_eval_uses_only_held_out_files(trained_run, tiny_model_dir: Path, tmp_path: Path) -> None:
-    run_dir, repo = trained_run
+    run_dir, repo, _ = trained_run
     held = set(json.loads((run_dir / "split.json").read_text())["eval_paths"])
     documents, _ = walk_repository(repo)
     trained_on = {doc.path for doc in documents} - held
@@ -249,7 +313,7 @@ def test_eval_uses_only_held_out_files(trained_run, tiny_model_dir: Path, tmp_pa
 
 
 def test_eval_rejects_a_split_from_another_repo(trained_run, tmp_path: Path, capsys) -> None:
-    run_dir, _ = trained_run
+    run_dir, _, _ = trained_run
     code = main(["eval", "--adapter", str(run_dir), "--repo", str(SAMPLE_REPO), "--out", str(tmp_path / "o")])
     assert code == 2 and "none of the" in capsys.readouterr().err
 

@@ -139,6 +139,7 @@ def test_existing_output_is_refused_then_overwritten(tmp_path, tiny_model_dir, c
         run(validate_recipe(recipe_dict(out, tiny_model_dir, code_repo, max_steps=2)))
     summary = run(validate_recipe({**recipe_dict(out, tiny_model_dir, code_repo, max_steps=3), "overwrite": True}))
     assert summary.steps == 3 and json.loads((out / "summary.json").read_text())["steps"] == 3
+    assert summary.held_out_fim is None and not any("held-out FIM" in line for line in summary.lines())  # eval off
 
 
 @pytest.mark.distributed
