@@ -217,7 +217,10 @@ def run_fim(options: EvalOptions) -> int:
             notes.append(f"{stats['truncation_would_change_reference']} spans left out: their truncation rule cuts the reference")
         progress.phase(f"{len(items)} items from {len(documents)} files, {len(categories)} categories")
         models = [["oracle", None]] if options.oracle else [[m, a] for m, a, _ in models_to_run(options)]
-        journal = Journal(out, _resume_key(options, items, models))
+        for model, _ in models if not options.oracle else []:
+            if model is not None and not Path(model).exists():
+                raise UserError(f"model {model} not found: pass a model directory (a base, merged or full run)")
+        journal = Journal(out, _resume_key(options, items, models))  # first write: every input was checked
         done = journal.resume()
         summary = {
             "kind": "fim",
