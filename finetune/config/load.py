@@ -122,4 +122,4 @@ def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
 
 def recipe_to_yaml(recipe: Recipe) -> str:
     """The fully resolved recipe as YAML, in schema order, for humans and for reproducing a run."""
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=120)
+    return yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True), sort_keys=False, allow_unicode=True, width=120)

@@ -60,7 +60,7 @@ class MergePlan:
         return self.combination is None or self.into_base
 
     def describe_base(self, mode: BaseMode) -> str:
-        return {"full": "full-precision base", "4bit": "4-bit base", "dequantized": "dequantized 4-bit base"}[mode]
+        return {"full": "unquantized base", "4bit": "4-bit base", "dequantized": "dequantized 4-bit base"}[mode]
 
 
 def _parse_weights(text: str | None, count: int) -> tuple[float, ...]:
@@ -99,7 +99,7 @@ def _base_modes(options: MergeOptions, adapters: list[AdapterInfo], notes: list[
     if all(qlora):
         return ("full" if options.qlora_base == "original" else "dequantized"), "4bit"
     if any(qlora):
-        notes.append("QLoRA and non-QLoRA adapters mixed: merging into the full-precision base")
+        notes.append("QLoRA and non-QLoRA adapters mixed: merging into the unquantized base")
     elif options.qlora_base is not None:
         notes.append("--qlora-base ignored: no adapter was trained with method=qlora (pass --qlora if it was)")
     return "full", "full"
