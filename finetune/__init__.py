@@ -1,3 +1,3 @@
 """finetune: fine-tune code LLMs on your own repositories."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
