@@ -308,14 +308,21 @@ def analyse(out: Path, settings: Settings, evals: dict[str, dict[int | None, Pat
     return results
 
 
+def _span(values: list[float], fmt: str) -> str:
+    """`low-high`, or one value when all are equal."""
+    low, high = format(min(values), fmt), format(max(values), fmt)
+    return low if low == high else f"{low}-{high}"
+
+
 def _training_line(training: dict) -> str:
     runs = list(training.values())
-    steps = sorted({r["steps"] for r in runs})
+    steps = "/".join(str(s) for s in sorted({r["steps"] for r in runs}))
     seen = [r["tokens_seen"] for r in runs if r["tokens_seen"]]
     seconds = [r["train_seconds"] for r in runs if r["train_seconds"]]
-    tokens = f"{min(seen):,}-{max(seen):,} tokens seen per run" if seen else "tokens seen not recorded"
-    time = f"{min(seconds):.0f}-{max(seconds):.0f} s per run" if seconds else ""
-    return f"{len(runs)} runs of {'/'.join(map(str, steps))} optimizer steps, {tokens}, {time}".rstrip(", ")
+    parts = [f"{len(runs)} runs of {steps} optimizer steps"]
+    parts += [f"{_span(seen, ',')} tokens seen per run"] if seen else []
+    parts += [f"{_span(seconds, '.0f')} s per run"] if seconds else []
+    return ", ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ the command
