@@ -185,3 +185,16 @@ class CompletionMarker(TrainerCallback):
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if checkpoint.is_dir():
                 mark_complete(checkpoint, state.global_step)
+
+
+class AlreadyFinished(Exception):
+    """Raised by `StopWhenFinished` before a step past max_steps; the trainer catches it and finishes the run."""
+
+
+class StopWhenFinished(TrainerCallback):
+    """A run resumed from the checkpoint of its last step has nothing left to train, but transformers would take one
+    more step before checking max_steps (global_step max_steps + 1). Stop before that step begins."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            raise AlreadyFinished

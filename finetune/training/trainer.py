@@ -21,7 +21,7 @@ from finetune.errors import UserError
 from finetune.run import RunDir, last_checkpoint, write_run_records
 from finetune.runtime import Runtime
 from finetune.training.callbacks import MetricsCallback, read_metrics
-from finetune.training.checkpoints import CompletionMarker, checkpoint_step
+from finetune.training.checkpoints import AlreadyFinished, CompletionMarker, StopWhenFinished, checkpoint_step
 from finetune.training.collate import packed_rows_collator, packing_layout
 from finetune.training.console import ConsoleLines
 from finetune.training.consolidate import save_final_model
@@ -260,7 +260,12 @@ def _train(
         trainer.add_callback(fim_eval)
     if recipe.method == "qlora":
         _match_adapter_dtype(trainer.model, runtime)
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.add_callback(StopWhenFinished())
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except AlreadyFinished:  # resumed from the last step's checkpoint: only the end of the run is left to do
+        metrics.tokens.detach()
+        result = None
     eval_loss = trainer.evaluate()["eval_loss"] if data.eval is not None else None
     if eval_loss is not None and state.is_main_process:
         with metrics.path.open("a", encoding="utf-8") as handle:
@@ -275,7 +280,7 @@ def _train(
     _write_run_files(rundir.partial, resolved, data)
     records = read_metrics(metrics.path)
     losses = [r["loss"] for r in records if "loss" in r]
-    runtime_s = float(result.metrics.get("train_runtime", 0.0))
+    runtime_s = float(result.metrics.get("train_runtime", 0.0)) if result is not None else 0.0
     summary = RunSummary(
         output_dir=rundir.final,
         steps=trainer.state.global_step,

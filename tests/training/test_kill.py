@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -250,7 +251,7 @@ def kill_point(proc: Process, rng: random.Random) -> dict:
     """Wait until a random moment after this process's 1st or 2nd step: in that step's save or in the next step."""
     target, seen, times = rng.randint(1, 2), 0, []
     while proc.poll() is None and seen < target:
-        count = proc.output().count("'loss'")  # one line per step (logging_steps=1)
+        count = len(re.findall(r"step +\d+/\d+  loss ", proc.output()))  # one line per step (logging_steps=1)
         if count > seen:
             seen, times = count, [*times, time.monotonic()]
         time.sleep(0.005)
