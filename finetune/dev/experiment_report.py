@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.io import atomic_file
+from finetune.evaluate.report import save_png
 
 METRICS = ("exact_match", "edit_similarity")
 METRIC_NAMES = {"exact_match": "exact match", "edit_similarity": "edit similarity"}
@@ -92,28 +92,23 @@ def _pct(interval: Interval, n: int, signed: bool = False) -> str:
     return f"**{text}**" if signed and interval.excludes_zero() else text
 
 
-def score_table(arms: dict[str, dict[str, dict]], metric: str) -> list[str]:
-    """Rows: categories and overall; columns: arms; cells: mean [95% interval] in %."""
+def score_table(arms: dict[str, dict[str, dict]], metric: str, signed: bool = False) -> list[str]:
+    """Rows: categories and overall; columns: arms; cells: mean [95% interval] in % (signed: bold when the interval
+    excludes zero)."""
     labels = list(arms)
     first = arms[labels[0]]
     lines = ["| category | n | " + " | ".join(labels) + " |", "|---|---:|" + "---:|" * len(labels)]
     for category, cell in first.items():
         name = f"**{category}**" if category == "overall" else category
-        values = [_pct(arms[label][category][metric], cell["n"]) for label in labels]
+        values = [_pct(arms[label][category][metric], cell["n"], signed=signed) for label in labels]
         lines.append(f"| {name} | {cell['n']} | " + " | ".join(values) + " |")
     return lines
 
 
 def difference_table(differences: dict[str, dict[str, dict]], metric: str) -> list[str]:
     """Rows: categories; columns: "A - B" comparisons; a bold cell is an interval that excludes zero."""
-    labels = list(differences)
-    first = differences[labels[0]]
-    lines = ["| category | n | " + " | ".join(labels) + " |", "|---|---:|" + "---:|" * len(labels)]
-    for category, cell in first.items():
-        name = f"**{category}**" if category == "overall" else category
-        values = [_pct(differences[label][category][metric], cell["n"], signed=True) for label in labels]
-        lines.append(f"| {name} | {cell['n']} | " + " | ".join(values) + " |")
-    return lines
+    return score_table(differences, metric, signed=True)
+
 
 
 def per_seed_table(per_seed: dict[str, dict[str, dict[str, float]]]) -> list[str]:
@@ -188,9 +183,4 @@ def plot_results(path: Path, experiments: Sequence[dict], arms: dict[str, dict[s
             axis.grid(axis="y", alpha=0.3)
         row[0].legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_file(path, "wb") as handle:
-            fig.savefig(handle, dpi=110, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(fig, path)

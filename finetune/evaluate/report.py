@@ -77,6 +77,13 @@ def plot_scores(path: Path, runs: list[dict], categories: list[str]) -> Path:
     axes[1].set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(shown))])
     axes[1].set_xticklabels(shown, rotation=35, ha="right")
     fig.tight_layout()
+    return save_png(fig, path)
+
+
+def save_png(fig, path: Path) -> Path:
+    """Write a matplotlib figure as a PNG atomically (a killed run leaves no half image) and free it."""
+    import matplotlib.pyplot as plt
+
     try:
         with atomic_file(path, "wb") as handle:
             fig.savefig(handle, dpi=110, format="png")

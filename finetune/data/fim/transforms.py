@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 
 from finetune.config.schema import FimSection
 from finetune.data.fim.random_span import document_rng, random_fim, split_long_document
@@ -26,15 +27,11 @@ class _FileSpans:
 
     def __init__(self, doc: Document) -> None:
         self.doc = doc
-        self._index: SpanIndex | None = None
-        self.parsed = False
 
+    @cached_property
     def index(self) -> SpanIndex | None:
-        if not self.parsed:
-            spans = find_spans(self.doc.text.encode("utf-8", "surrogatepass"), self.doc.language)
-            self._index = SpanIndex(spans) if spans is not None else None
-            self.parsed = True
-        return self._index
+        spans = find_spans(self.doc.text.encode("utf-8", "surrogatepass"), self.doc.language)
+        return SpanIndex(spans) if spans is not None else None
 
 
 def _windows(doc: Document, max_chars: int) -> list[tuple[Document, Window | None]]:
@@ -66,7 +63,7 @@ def make_samples(
         for chunk, window in windows:
             roll, spm = rng.random(), rng.random() < fim.spm_rate
             if roll < fim.structured_rate:
-                index = spans.index() if window is not None else None
+                index = spans.index if window is not None else None
                 result = structured_fim(doc, rng, spm=spm, weights=weights, window=window, index=index)
                 if result.sample is not None:
                     stats["structured_fim"] += 1
