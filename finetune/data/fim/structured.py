@@ -670,7 +670,8 @@ class Window:
 class SpanIndex:
     """A file's candidates sorted by start, parsed once, so each window of a long file finds its own quickly."""
 
-    def __init__(self, spans: Spans) -> None:
+    def __init__(self, spans: Spans, source: bytes) -> None:
+        self.source = source  # the file's UTF-8 bytes, encoded once for all its windows
         self.has_error = spans.has_error
         self._sorted = {category: sorted(found) for category, found in spans.items()}
         self._starts = {category: [span[0] for span in found] for category, found in self._sorted.items()}
@@ -705,13 +706,15 @@ def structured_fim(
     `language:type`.
     """
     check_weights(weights)
-    source = doc.text.encode("utf-8", "surrogatepass")
     if window is not None:
-        spans: Spans | None = index.within(window) if index is not None else None
+        if index is None:
+            return StructuredResult(reason="no_grammar")
+        source, spans = index.source, index.within(window)
     else:
+        source = doc.text.encode("utf-8", "surrogatepass")
         spans = find_spans(source, doc.language)
-    if spans is None:
-        return StructuredResult(reason="no_grammar")
+        if spans is None:
+            return StructuredResult(reason="no_grammar")
     chosen = _select(rng, spans, weights, _Fit(source, None if window else max_chars))
     if chosen is None:
         return StructuredResult(reason="parse_error" if spans.has_error else "no_candidates")

@@ -30,8 +30,9 @@ class _FileSpans:
 
     @cached_property
     def index(self) -> SpanIndex | None:
-        spans = find_spans(self.doc.text.encode("utf-8", "surrogatepass"), self.doc.language)
-        return SpanIndex(spans) if spans is not None else None
+        source = self.doc.text.encode("utf-8", "surrogatepass")
+        spans = find_spans(source, self.doc.language)
+        return SpanIndex(spans, source) if spans is not None else None
 
 
 def _windows(doc: Document, max_chars: int) -> list[tuple[Document, Window | None]]:
