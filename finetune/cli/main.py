@@ -14,6 +14,7 @@ import warnings
 import finetune
 from finetune.cli import cache, chat, complete, data, evaluate, export, launch_check, merge, recipe, train
 from finetune.cli.args import Parser
+from finetune.cli.deepspeed_gate import deepspeed_only_when_launched
 from finetune.errors import UserError
 
 # each registers its subcommand(s), in the order `finetune --help` lists them
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or argparse's one-line usage error: a code for callers, not an exception
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        return args.func(args)
+        with deepspeed_only_when_launched():
+            return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

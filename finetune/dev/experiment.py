@@ -228,9 +228,14 @@ def item_scores(eval_dir: Path) -> tuple[list[str], list[str], dict[str, np.ndar
     rows = [
         json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines() if line
     ]
-    scores = {
-        m: np.array([row[f"{label}.{m}"] for row in rows], dtype=float) for m in ("exact_match", "edit_similarity")
-    }
+    from finetune.dev.experiment_report import METRICS
+
+    missing = [m for m in METRICS if any(f"{label}.{m}" not in row for row in rows)]
+    if missing:
+        raise UserError(
+            f"{eval_dir} has no {', '.join(missing)} for every item (an older or cut-short eval): delete it and run again"
+        )
+    scores = {m: np.array([row[f"{label}.{m}"] for row in rows], dtype=float) for m in METRICS}
     return [row["id"] for row in rows], [row["category"] for row in rows], scores
 
 
@@ -287,7 +292,8 @@ def analyse(out: Path, settings: Settings, evals: dict[str, dict[int | None, Pat
         f"are 95% percentile bootstrap intervals over items ({settings.resamples} resamples, seed 0), paired for "
         "differences (both arms' scores of the same items resampled together)",
         f"- greedy decoding, at most {settings.max_new_tokens} new tokens, {settings.context_chars} characters of "
-        "context; EM = exact match, ES = edit similarity, after truncation to the syntactic unit",
+        "context; EM = exact match, ES = edit similarity, after truncation to the syntactic unit; middle loss = mean "
+        "negative log-likelihood of the reference middle and its end token after the same prompt (nats per token)",
         f"- training: {_training_line(training)}",
     ]
     if settings.quick:

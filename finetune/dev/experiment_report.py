@@ -16,8 +16,15 @@ import numpy as np
 
 from finetune.evaluate.report import save_png
 
-METRICS = ("exact_match", "edit_similarity")
-METRIC_NAMES = {"exact_match": "exact match", "edit_similarity": "edit similarity"}
+METRICS = ("exact_match", "edit_similarity", "middle_loss")
+METRIC_NAMES = {"exact_match": "exact match", "edit_similarity": "edit similarity", "middle_loss": "middle loss"}
+# How a metric prints: (scale, decimals, unit of a score, unit of a difference); the loss is lower-is-better
+METRIC_FORMATS = {
+    "exact_match": (100.0, 1, "%", "percentage points"),
+    "edit_similarity": (100.0, 1, "%", "percentage points"),
+    "middle_loss": (1.0, 3, "nats/token, lower is better", "nats/token; negative = the first arm is better"),
+}
+LOWER_IS_BETTER = frozenset({"middle_loss"})
 MIN_ITEMS = 5  # below this a percentile bootstrap interval is not worth printing (with 1 item it has zero width)
 
 
@@ -75,32 +82,33 @@ def category_intervals(
     for name in [*dict.fromkeys(categories), "overall"]:
         mask = np.ones(len(cats), bool) if name == "overall" else cats == name
         out[name] = {"n": int(mask.sum())}
-        for metric in METRICS:
-            out[name][metric] = bootstrap_ci(scores[metric][mask], resamples=resamples, seed=seed)
+        for metric, values in scores.items():
+            out[name][metric] = bootstrap_ci(values[mask], resamples=resamples, seed=seed)
     return out
 
 
 # ------------------------------------------------------------------------------------------------ Markdown
 
 
-def _pct(interval: Interval, n: int, signed: bool = False) -> str:
-    """`mean [low, high]` in %; a category with too few items gets its mean and a dagger, no interval."""
-    sign = "+" if signed else ""
+def _cell(interval: Interval, n: int, metric: str, signed: bool = False) -> str:
+    """`mean [low, high]` in the metric's unit; a category with too few items gets its mean and a dagger only."""
+    scale, decimals, _, _ = METRIC_FORMATS[metric]
+    spec = f"{'+' if signed else ''}.{decimals}f"
     if n < MIN_ITEMS:
-        return f"{100 * interval.mean:{sign}.1f} †"
-    text = f"{100 * interval.mean:{sign}.1f} [{100 * interval.low:{sign}.1f}, {100 * interval.high:{sign}.1f}]"
+        return f"{scale * interval.mean:{spec}} †"
+    text = f"{scale * interval.mean:{spec}} [{scale * interval.low:{spec}}, {scale * interval.high:{spec}}]"
     return f"**{text}**" if signed and interval.excludes_zero() else text
 
 
 def score_table(arms: dict[str, dict[str, dict]], metric: str, signed: bool = False) -> list[str]:
-    """Rows: categories and overall; columns: arms; cells: mean [95% interval] in % (signed: bold when the interval
+    """Rows: categories and overall; columns: arms; cells: mean [95% interval] (signed: bold when the interval
     excludes zero)."""
     labels = list(arms)
     first = arms[labels[0]]
     lines = ["| category | n | " + " | ".join(labels) + " |", "|---|---:|" + "---:|" * len(labels)]
     for category, cell in first.items():
         name = f"**{category}**" if category == "overall" else category
-        values = [_pct(arms[label][category][metric], cell["n"], signed=signed) for label in labels]
+        values = [_cell(arms[label][category][metric], cell["n"], metric, signed=signed) for label in labels]
         lines.append(f"| {name} | {cell['n']} | " + " | ".join(values) + " |")
     return lines
 
@@ -110,15 +118,26 @@ def difference_table(differences: dict[str, dict[str, dict]], metric: str) -> li
     return score_table(differences, metric, signed=True)
 
 
+def verdict(name: str, metric: str, interval: Interval) -> str:
+    """One sentence on an overall paired difference "A - B": better, worse, or no clear difference (95%)."""
+    first, second = name.split(" - ")
+    scale, decimals, _, unit = METRIC_FORMATS[metric]
+    shown = f"{scale * interval.mean:+.{decimals}f} [{scale * interval.low:+.{decimals}f}, {scale * interval.high:+.{decimals}f}]"
+    if not interval.excludes_zero():
+        outcome = "no clear difference"
+    else:
+        better = (interval.high < 0) if metric in LOWER_IS_BETTER else (interval.low > 0)
+        outcome = f"{first} is **better**" if better else f"{first} is **worse**"
+    return f"- {first} vs {second}, {METRIC_NAMES[metric]}: {outcome} ({shown} {unit.split(';')[0]})"
+
 
 def per_seed_table(per_seed: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     """Overall scores of every trained model, one row per arm and seed."""
-    lines = ["| arm | seed | exact match | edit similarity |", "|---|---:|---:|---:|"]
+    lines = ["| arm | seed | exact match (%) | edit similarity (%) | middle loss |", "|---|---:|---:|---:|---:|"]
     for arm, seeds in per_seed.items():
         for seed, score in seeds.items():
-            lines.append(
-                f"| {arm} | {seed} | {100 * score['exact_match']:.1f} | {100 * score['edit_similarity']:.1f} |"
-            )
+            em, es, loss = (100 * score["exact_match"], 100 * score["edit_similarity"], score["middle_loss"])
+            lines.append(f"| {arm} | {seed} | {em:.1f} | {es:.1f} | {loss:.3f} |")
     return lines
 
 
@@ -130,20 +149,22 @@ def results_markdown(
     header: Sequence[str],
 ) -> str:
     """The whole results.md: settings, then per experiment the scores and the paired differences, then seeds."""
-    lines = ["# Does fine-tuning help? (measured)", "", *header, ""]
+    lines = ["# Does fine-tuning help? (measured)", "", *header, "", "## In short (overall, 95% intervals)", ""]
+    for exp in experiments:
+        lines += [verdict(name, metric, differences[name]["overall"][metric]) for name in exp["differences"] for metric in METRICS]
+    lines.append("")
     for exp in experiments:
         lines += [f"## ({exp['key']}) {exp['title']}", ""]
         for metric in METRICS:
-            lines += [f"{METRIC_NAMES[metric].capitalize()} (%), mean [95% bootstrap interval]:", ""]
+            unit = METRIC_FORMATS[metric][2]
+            lines += [f"{METRIC_NAMES[metric].capitalize()} ({unit}), mean [95% bootstrap interval]:", ""]
             lines += score_table({arm: arms[arm] for arm in exp["arms"]}, metric) + [""]
         for metric in METRICS:
-            lines += [
-                f"Paired difference in {METRIC_NAMES[metric]} (percentage points); bold = interval excludes 0:",
-                "",
-            ]
+            unit = METRIC_FORMATS[metric][3]
+            lines += [f"Paired difference in {METRIC_NAMES[metric]} ({unit}); bold = interval excludes 0:", ""]
             lines += difference_table({name: differences[name] for name in exp["differences"]}, metric) + [""]
     lines += [f"† fewer than {MIN_ITEMS} items: the mean only, no interval.", ""]
-    lines += ["## Every trained model (overall, %)", "", *per_seed_table(per_seed), ""]
+    lines += ["## Every trained model (overall)", "", *per_seed_table(per_seed), ""]
     return "\n".join(lines)
 
 
@@ -170,13 +191,14 @@ def plot_results(path: Path, experiments: Sequence[dict], arms: dict[str, dict[s
         width = 0.8 / len(exp["arms"])
         for axis, metric in zip(row, METRICS, strict=True):
             for i, arm in enumerate(exp["arms"]):
+                scale = METRIC_FORMATS[metric][0]
                 cells = [arms[arm][c][metric] for c in categories]
-                means = np.array([100 * c.mean for c in cells])
-                errors = np.array([[100 * (c.mean - c.low) for c in cells], [100 * (c.high - c.mean) for c in cells]])
+                means = np.array([scale * c.mean for c in cells])
+                errors = np.array([[scale * (c.mean - c.low) for c in cells], [scale * (c.high - c.mean) for c in cells]])
                 x = np.arange(len(categories)) + (i - (len(exp["arms"]) - 1) / 2) * width
                 axis.bar(x, means, width, yerr=errors, capsize=2, label=arm)
             axis.set_title(f"({exp['key']}) {METRIC_NAMES[metric]}")
-            axis.set_ylabel("%")
+            axis.set_ylabel(METRIC_FORMATS[metric][2].split(",")[0])
             axis.set_ylim(0, max(1.0, axis.get_ylim()[1]))  # small scores stay readable
             axis.set_xticks(np.arange(len(categories)))
             axis.set_xticklabels(ticks, rotation=35, ha="right", fontsize=8)

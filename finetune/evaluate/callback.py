@@ -1,7 +1,7 @@
 """Complete a small held-out FIM set while training, so metrics.jsonl shows whether completions get better.
 
-Loss says little about whether a model now writes the right line; exact match and edit similarity on real
-completions do. The items come from the run's held-out files (never trained on), built as `finetune eval`
+Training loss says little about whether a model now writes the right line; exact match and edit similarity on
+real completions do, and the loss of each item's reference middle shows learning before greedy completions change. The items come from the run's held-out files (never trained on), built as `finetune eval`
 builds them, with each prompt cut to the run's sequence length (less the tokens to generate) as `finetune complete`
 cuts a long file: the model is asked at the length it trains at, which also keeps a small model's evaluation cheap.
 They are completed greedily before training, every `eval.every_steps` steps, and at the end.
@@ -51,9 +51,12 @@ class FimEvalCallback(TrainerCallback):
 
     def evaluate(self, model: Any, step: int, epoch: float, is_main: bool) -> dict[str, Any]:
         from finetune.inference.complete import Completer, Sampling, generate
+        from finetune.inference.likelihood import reference_losses
 
         completer = Completer(model, self.tokenizer, self.encoder, self.encoder.family.name, "training")
         prompts = [completer.prompt_ids(it.prefix, it.suffix, it.path, it.language) for it in self.items]
+        targets = [self.encoder.middle_target_ids(it.middle) for it in self.items]
+        losses = reference_losses(completer, prompts, targets, batch_size=self.batch_size)
         stops = [partial(settled, language=it.language, mode=it.mode, prefix=it.prefix) for it in self.items]
         results, stats = generate(
             completer,
@@ -67,7 +70,9 @@ class FimEvalCallback(TrainerCallback):
             truncate(r.text if r is not None else "", it.language, it.mode, it.prefix)
             for r, it in zip(results, self.items, strict=True)
         ]
-        scores = score_by_category((it.category, p, it.middle) for p, it in zip(predictions, self.items, strict=True))
+        scores = score_by_category(
+            (it.category, p, it.middle, loss) for p, it, loss in zip(predictions, self.items, losses, strict=True)
+        )
         overall = scores["overall"]
         record = {
             "step": step,
@@ -75,6 +80,7 @@ class FimEvalCallback(TrainerCallback):
             "fim_items": overall.n,
             "fim_exact_match": round(overall.exact_match, 4),
             "fim_edit_similarity": round(overall.edit_similarity, 4),
+            **({"fim_middle_loss": round(overall.middle_loss, 4)} if overall.middle_loss is not None else {}),
             "fim_exact_match_by_category": {c: round(s.exact_match, 4) for c, s in scores.items() if c != "overall"},
             "fim_tokens_per_second": round(stats.tokens_per_second, 1),
         }
@@ -160,6 +166,7 @@ def fim_before_after(records: list[dict[str, Any]]) -> dict[str, Any] | None:
         "steps": [first["step"], last["step"]],
         "exact_match": [first["fim_exact_match"], last["fim_exact_match"]],
         "edit_similarity": [first["fim_edit_similarity"], last["fim_edit_similarity"]],
+        **({"middle_loss": [first["fim_middle_loss"], last["fim_middle_loss"]]} if "fim_middle_loss" in last else {}),
     }
 
 

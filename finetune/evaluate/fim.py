@@ -1,5 +1,5 @@
 """Held-out FIM items of a repository: the files training did not see, completed by each model and scored per
-category (exact match, edit similarity after truncation to the syntactic unit).
+category (exact match, edit similarity after truncation to the syntactic unit, and the loss of the reference middle).
 
 Each completion stops as soon as its unit is whole (`truncate.settled`), and is on disk when its batch ends: a
 line per (model, item) appended to predictions.jsonl and a partial results.json, so a stopped eval keeps its work
@@ -23,6 +23,7 @@ from finetune.evaluate.options import EvalOptions, make_console, models_to_run, 
 from finetune.evaluate.progress import EvalProgress
 from finetune.evaluate.report import fim_markdown, plot_scores
 from finetune.evaluate.truncate import settled, truncate
+from finetune.inference.likelihood import reference_losses
 from finetune.io import write_text_atomic
 from finetune.run import held_out_paths, split_file
 
@@ -56,7 +57,9 @@ def held_out_documents(repo: str, split: Path | None, notes: list[str]):
     return kept
 
 
-def _row(item: EvalItem, index: int, number: int, label: str, raw: str, generation=None, too_long: bool = False) -> dict:
+def _row(
+    item: EvalItem, index: int, number: int, label: str, raw: str, generation=None, too_long: bool = False, loss=None
+) -> dict:
     """One model's completion of one item, scored; the journal's line (the final file merges them per item)."""
     prediction = truncate(raw, item.language, item.mode, item.prefix)
     row = {
@@ -72,6 +75,8 @@ def _row(item: EvalItem, index: int, number: int, label: str, raw: str, generati
         f"{label}.exact_match": exact_match(prediction, item.middle),
         f"{label}.edit_similarity": round(edit_similarity(prediction, item.middle), 4),
     }
+    if loss is not None:
+        row[f"{label}.middle_loss"] = round(loss, 4)
     if generation is not None or too_long:
         row[f"{label}.tokens"] = len(generation.ids) + generation.stopped if generation is not None else 0
         row[f"{label}.ended"] = generation.ended if generation is not None else "prompt_too_long"
@@ -135,10 +140,14 @@ class _Run:
         self.resumed = len(self.rows)
         self.label = ""
         self.stats = None
+        self.losses: dict[int, float | None] = {}
 
     def summary(self) -> dict:
         rows = [self.rows[i] for i in sorted(self.rows)]
-        scores = score_by_category((row["category"], row[f"{self.label}.prediction"], row["reference"]) for row in rows)
+        scores = score_by_category(
+            (row["category"], row[f"{self.label}.prediction"], row["reference"], row.get(f"{self.label}.middle_loss"))
+            for row in rows
+        )
         run = {"label": self.label, "model": self.model, "adapter": self.adapter, "items_done": len(rows)}
         run["scores"] = {c: s.to_dict() for c, s in scores.items()}
         run["generation"] = {} if self.options.oracle else _generation(self.label, rows, self.stats, self.options, self.resumed)
@@ -161,6 +170,10 @@ class _Run:
         self.label = unique_label(completer.label, taken)
         todo = [items[i] for i in pending]
         prompts = [completer.prompt_ids(it.prefix, it.suffix, it.path, it.language) for it in todo]
+        progress.phase(f"loss of the {len(todo)} reference middles under {self.label}")
+        targets = [completer.encoder.middle_target_ids(it.middle) for it in todo]
+        losses = reference_losses(completer, prompts, targets, batch_size=options.batch_size)
+        self.losses = dict(zip(pending, losses, strict=True))
         stops = [partial(settled, language=it.language, mode=it.mode, prefix=it.prefix) for it in todo]
         task = progress.add_task(f"completing with {self.label}", total=len(items), completed=len(self.rows))
 
@@ -185,7 +198,8 @@ class _Run:
     def _record(self, journal: Journal, done: list[tuple[int, str, object]]) -> None:
         for index, raw, generation in done:
             too_long = generation is None and not self.options.oracle
-            row = _row(self.items[index], index, self.number, self.label, raw, generation, too_long)
+            loss = self.losses.get(index)
+            row = _row(self.items[index], index, self.number, self.label, raw, generation, too_long, loss)
             journal.append(row)
             self.rows[index] = row
 
@@ -267,19 +281,14 @@ def _publish(journal: Journal, summary: dict, runs: list[_Run], notes: list[str]
 def _print_fim_table(console, runs: list[dict], categories: list[str]) -> None:
     from rich.table import Table
 
-    table = Table("category", "n", box=None, pad_edge=False, title="exact match / edit similarity (%)")
-    for run in runs:
-        table.add_column(f"EM {run['label']}", justify="right")
-    for run in runs:
-        table.add_column(f"ES {run['label']}", justify="right")
-    for category in [*categories, "overall"]:
-        scores = [run["scores"].get(category) for run in runs]
-        if not any(scores):
-            continue
-        n = next(s["n"] for s in scores if s)
-        ems = [f"{100 * s['exact_match']:.1f}" if s else "" for s in scores]
-        ess = [f"{100 * s['edit_similarity']:.1f}" if s else "" for s in scores]
-        table.add_row(f"[bold]{category}[/bold]" if category == "overall" else category, str(n), *ems, *ess)
+    from finetune.evaluate.report import score_columns
+
+    head, rows = score_columns(runs, categories)
+    table = Table(*head[:2], box=None, pad_edge=False, title="exact match / edit similarity (%), middle loss (nats/token)")
+    for name in head[2:]:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(f"[bold]{row[0]}[/bold]" if row[0] == "overall" else row[0], *row[1:])
     console.print(table)
 
 

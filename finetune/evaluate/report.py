@@ -17,21 +17,41 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def fim_markdown(runs: list[dict], categories: list[str], notes: list[str]) -> str:
-    """A Markdown table: one row per category, exact match and edit similarity for each run side by side."""
+def score_columns(runs: list[dict], categories: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the per-category score table: EM and ES of every run side by side, then each run's
+    middle loss when the eval computed it."""
     labels = [run["label"] for run in runs]
+    with_loss = [run for run in runs if any("middle_loss" in s for s in run["scores"].values())]
     head = ["category", "n"] + [f"EM {label}" for label in labels] + [f"ES {label}" for label in labels]
-    lines = ["# FIM evaluation", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head += [f"loss {run['label']}" for run in with_loss]
+    rows = []
     for category in [*categories, "overall"]:
         scores = [run["scores"].get(category) for run in runs]
         if not any(scores):
             continue
         n = next(s["n"] for s in scores if s)
-        ems = [_pct(s["exact_match"]) if s else "" for s in scores]
-        ess = [_pct(s["edit_similarity"]) if s else "" for s in scores]
-        name = f"**{category}**" if category == "overall" else category
-        lines.append("| " + " | ".join([name, str(n), *ems, *ess]) + " |")
-    lines += ["", "EM = exact match (%), ES = edit similarity (%, rapidfuzz), after truncation to the syntactic unit.", ""]
+        cells = [_pct(s["exact_match"]) if s else "" for s in scores]
+        cells += [_pct(s["edit_similarity"]) if s else "" for s in scores]
+        for run in with_loss:
+            loss = (run["scores"].get(category) or {}).get("middle_loss")
+            cells.append(f"{loss:.3f}" if loss is not None else "")
+        rows.append([category, str(n), *cells])
+    return head, rows
+
+
+def fim_markdown(runs: list[dict], categories: list[str], notes: list[str]) -> str:
+    """A Markdown table: one row per category, exact match and edit similarity for each run side by side."""
+    head, rows = score_columns(runs, categories)
+    lines = ["# FIM evaluation", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        name = f"**{row[0]}**" if row[0] == "overall" else row[0]
+        lines.append("| " + " | ".join([name, *row[1:]]) + " |")
+    lines += [
+        "",
+        "EM = exact match (%), ES = edit similarity (%, rapidfuzz), after truncation to the syntactic unit; loss = mean "
+        "negative log-likelihood of the reference middle and its end token (nats per token, lower is better).",
+        "",
+    ]
     for run in runs:
         gen = run.get("generation") or {}
         if gen:

@@ -291,10 +291,12 @@ def _precision_name(dtype) -> str:
 
 
 def _check_deepspeed(plan: LaunchPlan, recipe) -> None:
-    import importlib.util
+    import importlib.metadata
 
-    if importlib.util.find_spec("deepspeed") is None:
-        raise UserError(f"{plan.source} uses DeepSpeed, which is not installed: pip install 'finetune[deepspeed]'")
+    try:  # installed, asked of the package metadata: `finetune.cli.deepspeed_gate` may hide the module itself
+        importlib.metadata.version("deepspeed")
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(f"{plan.source} uses DeepSpeed, which is not installed: pip install 'finetune[deepspeed]'") from None
     if plan.ds_config_path is not None:
         clash = [f for f in plan.ds_fields_from_accelerate if f in _DS_KEYS_OWNED_BY_JSON]
         if clash:

@@ -67,10 +67,10 @@ class RunSummary:
 def fim_line(fim: dict[str, Any]) -> str:
     """Held-out completion scores of the first and last evaluation (`RunSummary.held_out_fim`), in percent."""
     (em0, em1), (es0, es1) = fim["exact_match"], fim["edit_similarity"]
-    return (
-        f"held-out FIM: exact match {100 * em0:.1f}% -> {100 * em1:.1f}%, "
-        f"edit similarity {100 * es0:.1f}% -> {100 * es1:.1f}%"
-    )
+    line = f"held-out FIM: exact match {100 * em0:.1f}% -> {100 * em1:.1f}%, edit similarity {100 * es0:.1f}% -> {100 * es1:.1f}%"
+    if "middle_loss" in fim:
+        line += ", middle loss {:.3f} -> {:.3f}".format(*fim["middle_loss"])
+    return line
 
 
 def training_arguments(recipe: Recipe, plan: TrainPlan, output_dir: Path, has_eval: bool):

@@ -18,6 +18,7 @@ from finetune.dev.experiment_report import (
     pool_seeds,
     results_markdown,
     score_table,
+    verdict,
 )
 from finetune.errors import UserError
 
@@ -68,7 +69,12 @@ def test_seeds_pool_per_item_and_categories_keep_their_items() -> None:
 
 
 def test_tables_show_means_intervals_and_significant_differences() -> None:
-    cell = {"n": 8, "exact_match": Interval(0.5, 0.25, 0.75), "edit_similarity": Interval(0.8, 0.7, 0.9)}
+    cell = {
+        "n": 8,
+        "exact_match": Interval(0.5, 0.25, 0.75),
+        "edit_similarity": Interval(0.8, 0.7, 0.9),
+        "middle_loss": Interval(3.5, 3.25, 3.75),
+    }
     few = {**cell, "n": 3}
     arms = {
         "base": {"if_block": cell, "empty": few, "overall": cell},
@@ -79,17 +85,32 @@ def test_tables_show_means_intervals_and_significant_differences() -> None:
     assert lines[2] == "| if_block | 8 | 50.0 [25.0, 75.0] | 50.0 [25.0, 75.0] |"
     assert lines[3] == "| empty | 3 | 50.0 † | 50.0 † |"  # too few items for an interval
     assert lines[4].startswith("| **overall** | 8 |") and len(lines) == 5
-    up = {"n": 8, "exact_match": Interval(0.1, 0.02, 0.2), "edit_similarity": Interval(0.0, -0.1, 0.1)}
+    up = {
+        "n": 8,
+        "exact_match": Interval(0.1, 0.02, 0.2),
+        "edit_similarity": Interval(0.0, -0.1, 0.1),
+        "middle_loss": Interval(-0.2, -0.3, -0.1),
+    }
     diffs = {"lora - base": {"if_block": up, "empty": {**up, "n": 3}, "overall": up}}
     assert difference_table(diffs, "exact_match")[2] == "| if_block | 8 | **+10.0 [+2.0, +20.0]** |"
     assert difference_table(diffs, "exact_match")[3] == "| empty | 3 | +10.0 † |"
     assert difference_table(diffs, "edit_similarity")[2] == "| if_block | 8 | +0.0 [-10.0, +10.0] |"
+    assert score_table(arms, "middle_loss")[2] == "| if_block | 8 | 3.500 [3.250, 3.750] | 3.500 [3.250, 3.750] |"
+    assert difference_table(diffs, "middle_loss")[2] == "| if_block | 8 | **-0.200 [-0.300, -0.100]** |"
     experiment = {"key": "a", "title": "Base vs LoRA", "arms": ("base", "lora"), "differences": ("lora - base",)}
-    text = results_markdown(
-        [experiment], arms, diffs, {"lora": {"1": {"exact_match": 0.5, "edit_similarity": 0.8}}}, ["- x"]
-    )
-    assert "## (a) Base vs LoRA" in text and "| lora | 1 | 50.0 | 80.0 |" in text
-    assert text.count("| category | n |") == 4  # EM and ES scores, EM and ES differences
+    seeds = {"lora": {"1": {"exact_match": 0.5, "edit_similarity": 0.8, "middle_loss": 3.25}}}
+    text = results_markdown([experiment], arms, diffs, seeds, ["- x"])
+    assert "## (a) Base vs LoRA" in text and "| lora | 1 | 50.0 | 80.0 | 3.250 |" in text
+    assert text.count("| category | n |") == 6  # EM, ES and loss scores, then their differences
+    # the summary reads each metric the right way round: a lower loss and a higher exact match are both better
+    assert "- lora vs base, exact match: lora is **better** (+10.0 [+2.0, +20.0] percentage points)" in text
+    assert "- lora vs base, edit similarity: no clear difference" in text
+    assert "- lora vs base, middle loss: lora is **better** (-0.200 [-0.300, -0.100] nats/token)" in text
+
+
+def test_verdict_says_worse_when_the_interval_is_on_the_wrong_side() -> None:
+    assert "full is **worse**" in verdict("full - base", "middle_loss", Interval(0.2, 0.1, 0.3))
+    assert "full is **worse**" in verdict("full - base", "edit_similarity", Interval(-0.02, -0.04, -0.01))
 
 
 def test_exclude_patterns_match_exactly_the_held_out_files() -> None:
@@ -123,6 +144,7 @@ def test_quick_run_writes_the_three_files_and_resumes(
     overall = results["scores"]["lora"]["overall"]
     assert overall["n"] == results["items"] > 0
     assert overall["exact_match"]["low"] <= overall["exact_match"]["mean"] <= overall["exact_match"]["high"]
+    assert 0 < overall["middle_loss"]["low"] <= overall["middle_loss"]["mean"] <= overall["middle_loss"]["high"]
     assert {r["steps"] for r in results["training"].values()} == {2}
     held = set(json.loads((out / "split.json").read_text())["eval_paths"])
     assert held and all(p.split(":")[0] in held for p in (r["id"] for r in _rows(out / "eval" / "base")))

@@ -46,6 +46,14 @@ def test_metrics_oracle_and_empty() -> None:
     assert 0.0 < edit_similarity("return a - b", "return a + b") < 1.0
     scores = score_by_category([("x", "a", "a"), ("x", "", "b"), ("y", "c", "c")])
     assert scores["x"].exact_match == 0.5 and scores["y"].exact_match == 1.0 and scores["overall"].n == 3
+    assert scores["x"].middle_loss is None and "middle_loss" not in scores["x"].to_dict()
+
+
+def test_middle_loss_is_the_mean_over_the_items_that_have_one() -> None:
+    scores = score_by_category([("x", "a", "a", 2.0), ("x", "", "b", None), ("x", "", "b", 4.0), ("y", "c", "c", 1.0)])
+    assert scores["x"].middle_loss == 3.0 and scores["y"].middle_loss == 1.0
+    assert scores["overall"].middle_loss == pytest.approx(7.0 / 3) and scores["overall"].n == 4
+    assert scores["x"].to_dict()["middle_loss"] == 3.0
 
 
 # ---------------------------------------------------------------------------------------------- truncation
@@ -245,16 +253,23 @@ def test_train_summary_prints_held_out_fim_before_and_after(trained_run) -> None
     lines = [line for line in stdout.splitlines() if "held-out FIM" in line]
     assert len(lines) == 1
     pct = r"(\d+\.\d)%"
-    match = re.fullmatch(rf"held-out FIM: exact match {pct} -> {pct}, edit similarity {pct} -> {pct}", lines[0])
+    loss = r"(\d+\.\d{3})"
+    match = re.fullmatch(
+        rf"held-out FIM: exact match {pct} -> {pct}, edit similarity {pct} -> {pct}, middle loss {loss} -> {loss}",
+        lines[0],
+    )
     assert match, lines[0]
     expected = [first["fim_exact_match"], last["fim_exact_match"], first["fim_edit_similarity"], last["fim_edit_similarity"]]
-    assert list(match.groups()) == [f"{100 * v:.1f}" for v in expected]
+    assert list(match.groups())[:4] == [f"{100 * v:.1f}" for v in expected]
+    losses = [first["fim_middle_loss"], last["fim_middle_loss"]]
+    assert list(match.groups())[4:] == [f"{v:.3f}" for v in losses]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["held_out_fim"] == {
         "items": 3,
         "steps": [0, 2],
         "exact_match": expected[:2],
         "edit_similarity": expected[2:],
+        "middle_loss": losses,
     }
 
 
@@ -307,9 +322,14 @@ def test_eval_uses_only_held_out_files(trained_run, tiny_model_dir: Path, tmp_pa
     tuned, base = results["runs"]
     assert tuned["scores"]["overall"]["n"] == base["scores"]["overall"]["n"] == len(rows)
     assert tuned["generation"]["tokens_per_second"] > 0
+    for run in (tuned, base):  # every item's reference middle scored, and the mean is the items' mean
+        losses = [row[f"{run['label']}.middle_loss"] for row in rows]
+        assert all(loss > 0 for loss in losses)
+        assert run["scores"]["overall"]["middle_loss"] == pytest.approx(sum(losses) / len(losses), abs=1e-3)
     assert (out / "scores.png").read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()
     assert "| **overall** |" in report and f"EM {tuned['label']}" in report and f"EM {base['label']}" in report
+    assert f"loss {tuned['label']}" in report
 
 
 def test_eval_rejects_a_split_from_another_repo(trained_run, tmp_path: Path, capsys) -> None:

@@ -97,6 +97,10 @@ class SampleEncoder:
             return [*self._bos(), self.prefix_id, self.suffix_id, *suf, self.middle_id, *pre]
         return [*self._bos(), self.prefix_id, *pre, self.suffix_id, *suf, self.middle_id]
 
+    def middle_target_ids(self, middle: str) -> list[int]:
+        """What follows the infill prompt in a FIM sample, and is in its loss: the middle, then the end token."""
+        return [*self.pieces.continuation(middle), self.end_id]
+
     def encode(self, sample: Sample) -> dict[str, list[int]]:
         """`input_ids` and `labels` (-100 outside the loss) for one sample."""
         if sample.mode == "plain":
@@ -135,7 +139,7 @@ class SampleEncoder:
 
     def _encode_fim(self, sample: Sample) -> dict[str, list[int]]:
         prompt = self.infill_prompt_ids(sample.prefix, sample.suffix, sample.path, sample.language, sample.spm)
-        target = [*self.pieces.continuation(sample.middle), self.end_id]
+        target = self.middle_target_ids(sample.middle)
         if self.loss_on == "middle":
             prompt_labels = [IGNORE_INDEX] * len(prompt)
         else:
