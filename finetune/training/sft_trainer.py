@@ -7,7 +7,7 @@ CPU that head runs as torch ops over the full vocabulary: 2.4x the time of a pla
 model's shape (README, Speed). Nothing here reads those metrics, so the loss is computed without them:
 
 - on CPU, from the model's own logits with one cross-entropy (the logits tensor is small next to the model there);
-- on a GPU, through TRL's fused LM head asked for log-probabilities only (no full logits at a 150k vocabulary).
+- on a GPU (and on CPU with fp32 norms under a bf16 LM head), through TRL's fused LM head asked for log-probabilities only (no full logits at a 150k vocabulary).
 
 The loss is TRL's: the summed negative log-likelihood of the labelled tokens over `num_items_in_batch` (or over the
 labelled tokens of the micro-batch when it is not given), scaled like TRL's under `average_tokens_across_devices`.
@@ -36,6 +36,10 @@ class LossOnlySFTTrainer(SFTTrainer):
             # (its plain forward still goes through TRL's, and from there to the model's)
             base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
             add_fused_lm_head(base, outputs=("log_probs",))
+            # fp32 norms under a bf16 head (quantization.fp32_norms) hand the head fp32 hidden states, which only the
+            # fused head (it casts them) takes: the plain logits path is for a head in the norms' dtype
+            head = base.get_output_embeddings().weight.dtype
+            self.plain_logits = all(p.dtype == head for n, p in base.named_parameters() if "norm" in n)
 
     def _plain_nll(self) -> bool:
         parallelism = getattr(self.accelerator, "parallelism_config", None)
@@ -51,7 +55,7 @@ class LossOnlySFTTrainer(SFTTrainer):
         if return_outputs or not self.loss_only:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs["labels"]
-        if _on_cpu(labels):
+        if self.plain_logits and _on_cpu(labels):
             total, labelled = _summed_nll(model, inputs)
         else:
             outputs = model(**inputs, use_cache=False, fused_lm_head=True)
