@@ -35,7 +35,7 @@ class ModelSection(Section):
     dtype: Precision = Field(
         "auto", description="Weights/compute precision; 'auto' = bf16 on a GPU with bf16, else fp32."
     )
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flash_attention_4"] = Field(
         "auto", description="Attention kernel; 'auto' = flash_attention_2 on a GPU when installed, else sdpa."
     )
     trust_remote_code: bool = Field(

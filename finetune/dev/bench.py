@@ -1,5 +1,5 @@
 """Benchmarks that print numbers: `python -m finetune.dev.bench data DIR | secrets [DIR] | train RECIPE | compare RECIPE
-| eval`.
+| peers [RECIPE] | gpu-check | eval`.
 
 `data` measures the sample pipeline on a source tree, per stage (read, parse, select, encode = format + tokenize)
 for random and structured FIM, then end to end with several worker processes. `secrets` runs the secret scrubber's
@@ -195,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     rand.add_argument("--tokenizer", default="data/tiny-coder", help="tokenizer saved next to the weights")
     rand.add_argument("--out", required=True, help="output directory")
     rand.add_argument("--seed", type=int, default=0)
+    from finetune.dev.gpu_check import add_arguments as add_gpu_check_arguments
+
+    add_gpu_check_arguments(sub.add_parser("gpu-check", help="the one prepared GPU run (8 minutes); --dry-run plans it"))
+    from finetune.dev.bench_peers import add_parser as add_peers_parser
+
+    add_peers_parser(sub)
     for name, text in (
         ("train", "training throughput and peak memory of a recipe"),
         ("compare", "the recipe vs the reference configuration vs plain TRL, same data and model"),
@@ -208,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         train.add_argument("--json", help="also write the result to this JSON file")
         train.add_argument("--config-name", default="toolkit", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.command == "gpu-check":
+        from finetune.dev.gpu_check import check
+
+        return check(args)
+    if args.command == "peers":
+        from finetune.dev.bench_peers import peers
+
+        return peers(args)
     if args.command == "startup":
         bench_startup(args.repeats)
         return 0

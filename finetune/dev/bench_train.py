@@ -89,9 +89,11 @@ class StepMeter(TrainerCallback):
         self.tokens = TokenCounter()
         self._counted = (0, 0)  # the counter's (real, total) at the end of the previous step
         self._start = 0.0
+        self.ends: list[float] = []  # when each step ended: end to end includes what happens between steps
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.tokens.attach(model)
+        self.ends = [time.perf_counter()]
 
     def on_step_begin(self, args, state, control, **kwargs):
         _sync()
@@ -100,7 +102,9 @@ class StepMeter(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         _sync()
         real, total = self.tokens.real, self.tokens.total
-        self.steps.append((time.perf_counter() - self._start, real - self._counted[0], total - self._counted[1]))
+        now = time.perf_counter()
+        self.steps.append((now - self._start, real - self._counted[0], total - self._counted[1]))
+        self.ends.append(now)
         self._counted = (real, total)
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -159,6 +163,11 @@ def summarize(
         per_token = (6 if method == "full" else 4) * params + 12 * layers * hidden * mean_doc
         mfu = tokens_per_second * per_token / (peak * 1e12)
     memory, kind = _peak_memory()
+    extra = dict(extra or {})
+    first = min(warmup, len(meter.steps) - len(measured))  # the steps left out
+    if len(meter.ends) > first + 1:  # seconds from the end of the warm-up to the end of the last step
+        wall = meter.ends[-1] - meter.ends[first]
+        extra["end_to_end_tokens_per_second"] = real / wall if wall > 0 else 0.0
     return BenchResult(
         config=config,
         device=device,
@@ -172,7 +181,7 @@ def summarize(
         mean_document_tokens=mean_doc,
         mfu=mfu,
         params=params,
-        extra=extra or {},
+        extra=extra,
     )
 
 

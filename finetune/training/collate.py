@@ -60,8 +60,8 @@ def count_tokens(inputs: dict[str, Any]) -> tuple[int, int, int]:
     input_ids = inputs["input_ids"]
     total = input_ids.numel()
     mask, positions = inputs.get("attention_mask"), inputs.get("position_ids")
-    if mask is not None and mask.dim() == 2:
-        return int(mask.sum()), total, input_ids.shape[0]
+    if mask is not None and mask.dim() == 2:  # != 0: packed masks elsewhere (axolotl) number the documents 1, 2, ...
+        return int((mask != 0).sum()), total, input_ids.shape[0]
     if positions is None:
         return total, total, input_ids.shape[0]
     starts = positions == 0

@@ -24,9 +24,21 @@ def attention_implementation(recipe: Recipe, runtime: Runtime) -> str:
         raise UserError(
             "flash_attention_2 needs a CUDA GPU and the flash-attn package: pip install flash-attn, or use sdpa"
         )
+    if choice == "flash_attention_4" and not (runtime.use_cuda and _installed("flash_attn.cute")):
+        raise UserError(
+            "flash_attention_4 needs a CUDA GPU, transformers >= 5.24 and the flash-attn-4 package: "
+            "pip install flash-attn-4, or use sdpa"
+        )
     if choice != "auto":
         return choice
     return "flash_attention_2" if runtime.use_cuda and has_flash and runtime.dtype != torch.float32 else "sdpa"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 def load_model(recipe: Recipe, plan: TrainPlan, vocab_size: int):

@@ -1,4 +1,5 @@
-"""Build and run the trainer for a recipe: TRL's SFTTrainer on pre-tokenized samples, under Accelerate.
+"""Build and run the trainer for a recipe: TRL's SFTTrainer (loss only: `sft_trainer.py`) on pre-tokenized samples,
+under Accelerate.
 
 Every process prepares the same data (deterministic for the seed) and trains its shard; only the main process
 touches the output directory, which is renamed into place when the run is complete.
@@ -211,9 +212,9 @@ def _train(
     console=None,
 ) -> RunSummary | None:
     from transformers import PrinterCallback
-    from trl import SFTTrainer
 
     from finetune.evaluate.callback import fim_before_after, fim_eval_callback
+    from finetune.training.sft_trainer import LossOnlySFTTrainer
 
     # the main process has moved incomplete checkpoints aside (RunDir.prepare): the newest one left is complete
     checkpoint = last_checkpoint(rundir.partial) if recipe.resume else None
@@ -238,7 +239,7 @@ def _train(
     if state.is_main_process:
         metrics.resume_at(checkpoint_step(checkpoint) if checkpoint else 0)
     layout = packing_layout(recipe.data.packing_layout, model.config._attn_implementation or "sdpa", runtime.use_cuda)
-    trainer = SFTTrainer(
+    trainer = LossOnlySFTTrainer(
         model=model,
         args=args,
         train_dataset=data.train,
