@@ -46,9 +46,9 @@ def peers(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        from finetune.io import write_text_atomic
+        from finetune.io import write_json_atomic
 
-        write_text_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
+        write_json_atomic(Path(args.json), report)
     return 0
 
 

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from finetune.io import write_json_atomic
+
 BUDGET_S = 480  # 8 minutes: the device allows 10 per command, and one rerun must fit in the session's 15
 SCALE = "recipes/bench/scale.yaml"
 MODEL_15B = "runs/bench-models/qwen2.5-coder-1.5b"
@@ -134,7 +136,7 @@ def run_steps(steps: list[Step], out: Path) -> int:
             records.append(record)
             status = "TIMED OUT" if record["timed_out"] else ("ok" if done.returncode == 0 else "FAILED")
             print(f"   {status} in {record['seconds']} s", flush=True)
-            _write_json(out / "gpu_check.json", records)
+            write_json_atomic(out / "gpu_check.json", records)
     return 0 if all(r["exit"] == 0 for r in records) else 1
 
 
@@ -161,15 +163,9 @@ def reload(directory: str, method: str, json_path: str) -> int:
         "last_loss": summary.get("last_loss"),
         "reloaded": bool(torch.isfinite(logits).all()),
     }
-    _write_json(Path(json_path), record)
+    write_json_atomic(Path(json_path), record)
     print(json.dumps(record))
     return 0 if record["reloaded"] else 1
-
-
-def _write_json(path: Path, value) -> None:
-    from finetune.io import write_text_atomic
-
-    write_text_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

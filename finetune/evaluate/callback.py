@@ -1,8 +1,9 @@
 """Complete a small held-out FIM set while training, so metrics.jsonl shows whether completions get better.
 
 Training loss says little about whether a model now writes the right line; exact match and edit similarity on
-real completions do, and the loss of each item's reference middle shows learning before greedy completions change. The items come from the run's held-out files (never trained on), built as `finetune eval`
-builds them, with each prompt cut to the run's sequence length (less the tokens to generate) as `finetune complete`
+real completions do, and the loss of each item's reference middle shows learning before greedy completions change.
+The items come from the run's held-out files (never trained on), built as `finetune eval` builds them, with each
+prompt cut to the run's sequence length (less the tokens to generate) as `finetune complete`
 cuts a long file: the model is asked at the length it trains at, which also keeps a small model's evaluation cheap.
 They are completed greedily before training, every `eval.every_steps` steps, and at the end.
 Every process generates (ZeRO-3 and FSDP need all ranks in each forward); the main process writes the record.

@@ -36,8 +36,11 @@ class Score:
     middle_loss: float | None = None
 
     def to_dict(self) -> dict[str, float | int | None]:
-        scores: dict[str, float | int | None] = {"n": self.n, "exact_match": self.exact_match}
-        scores["edit_similarity"] = self.edit_similarity
+        scores: dict[str, float | int | None] = {
+            "n": self.n,
+            "exact_match": self.exact_match,
+            "edit_similarity": self.edit_similarity,
+        }
         if self.middle_loss is not None:
             scores["middle_loss"] = self.middle_loss
         return scores

@@ -19,7 +19,7 @@ from finetune.training.plan import TrainPlan
 
 def attention_implementation(recipe: Recipe, runtime: Runtime) -> str:
     choice = recipe.model.attn_implementation
-    has_flash = importlib.util.find_spec("flash_attn") is not None
+    has_flash = _installed("flash_attn")
     if choice == "flash_attention_2" and not (runtime.use_cuda and has_flash):
         raise UserError(
             "flash_attention_2 needs a CUDA GPU and the flash-attn package: pip install flash-attn, or use sdpa"
