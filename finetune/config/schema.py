@@ -35,8 +35,12 @@ class ModelSection(Section):
     dtype: Precision = Field(
         "auto", description="Weights/compute precision; 'auto' = bf16 on a GPU with bf16, else fp32."
     )
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flash_attention_4"] = Field(
-        "auto", description="Attention kernel; 'auto' = flash_attention_2 on a GPU when installed, else sdpa."
+    attn_implementation: Literal["auto", "sdpa", "sdpa_varlen", "eager", "flash_attention_2", "flash_attention_4"] = (
+        Field(
+            "auto",
+            description="Attention kernel; 'auto' = flash_attention_2 on a GPU when installed, else sdpa_varlen (sdpa "
+            "once per packed document) when packing and the model has no sliding window, else sdpa.",
+        )
     )
     trust_remote_code: bool = Field(
         False, description="Run modelling code shipped with the model (only if you trust it)."
@@ -260,8 +264,8 @@ class DataSection(Section):
     packing: bool = Field(True, description="Pack samples into full sequences; documents never attend to each other.")
     packing_layout: Literal["auto", "flatten", "rows"] = Field(
         "auto",
-        description="Packed batches: one flattened sequence (best with flash-attention's varlen kernels) or rows of "
-        "max_length (best with sdpa/eager); 'auto' picks by the attention kernel.",
+        description="Packed batches: one flattened sequence, each document attended alone (flash-attention's varlen "
+        "kernels, or sdpa per document), or rows of max_length (for eager); 'auto' = rows with eager, else flatten.",
     )
     eval_split: float = Field(0.05, ge=0, lt=1, description="Fraction of documents held out for eval loss.")
     dedup: Literal["none", "exact", "near"] = Field(

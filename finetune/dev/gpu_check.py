@@ -84,7 +84,7 @@ def plan() -> list[Step]:
             "python3 -m finetune.dev.bench random-model recipes/bench/codellama-7b-shape --out runs/random-7b && "
             "python3 -m finetune.dev.bench compare recipes/bench/qlora-7b-shape.yaml --steps 6 --warmup 2",
         ),
-        _bench("lora-bf16-sdpa", 35, "train", SCALE, [*lora_bf16, "model.attn_implementation=sdpa"], 6, 2),
+        _bench("lora-bf16-sdpa-varlen", 35, "train", SCALE, [*lora_bf16, "model.attn_implementation=sdpa_varlen"], 6, 2),
         _bench("lora-bf16-fa4", 30, "train", SCALE, [*lora_bf16, "model.attn_implementation=flash_attention_4"], 6, 2),
     ]
 

@@ -29,6 +29,8 @@ def attention_implementation(recipe: Recipe, runtime: Runtime) -> str:
             "flash_attention_4 needs a CUDA GPU, transformers >= 5.24 and the flash-attn-4 package: "
             "pip install flash-attn-4, or use sdpa"
         )
+    if choice == "sdpa_varlen":  # loaded as sdpa; training switches to it once the model's config is known
+        return "sdpa"
     if choice != "auto":
         return choice
     return "flash_attention_2" if runtime.use_cuda and has_flash and runtime.dtype != torch.float32 else "sdpa"

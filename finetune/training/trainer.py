@@ -21,9 +21,10 @@ from finetune.data.pipeline import PreparedData
 from finetune.errors import UserError
 from finetune.run import RunDir, last_checkpoint, write_run_records
 from finetune.runtime import Runtime
+from finetune.training import varlen_sdpa
 from finetune.training.callbacks import MetricsCallback, read_metrics
 from finetune.training.checkpoints import AlreadyFinished, CompletionMarker, StopWhenFinished, checkpoint_step
-from finetune.training.collate import packed_rows_collator, packing_layout
+from finetune.training.collate import group_rows_by_length, packed_rows_collator, packing_layout
 from finetune.training.console import ConsoleLines
 from finetune.training.consolidate import save_final_model
 from finetune.training.launch import LaunchPlan
@@ -190,6 +191,21 @@ def _match_adapter_dtype(model, runtime: Runtime) -> None:
             param.data = param.data.float()
 
 
+def use_varlen_sdpa(recipe: Recipe, model) -> None:
+    """Packed training with sdpa attends each document alone (`varlen_sdpa`) when the recipe leaves the kernel to
+    the toolkit or asks for it, and the model's attention allows it."""
+    choice = recipe.model.attn_implementation
+    if not recipe.data.packing or choice not in ("auto", "sdpa_varlen") or model.config._attn_implementation != "sdpa":
+        return
+    if varlen_sdpa.supports(model.config):
+        model.set_attn_implementation(varlen_sdpa.register())
+    elif choice == "sdpa_varlen":
+        raise UserError(
+            "model.attn_implementation=sdpa_varlen needs a model whose every layer attends to the whole sequence; "
+            "this one has sliding-window or chunked attention: use sdpa"
+        )
+
+
 def _print_data_summary(console, data: PreparedData, family: str) -> None:
     for line in data.ingest_lines:
         console.print(f"[dim]data:[/dim] {line}")
@@ -238,6 +254,7 @@ def _train(
     metrics = MetricsCallback(rundir.partial / "metrics.jsonl")
     if state.is_main_process:
         metrics.resume_at(checkpoint_step(checkpoint) if checkpoint else 0)
+    use_varlen_sdpa(recipe, model)
     layout = packing_layout(recipe.data.packing_layout, model.config._attn_implementation or "sdpa", runtime.use_cuda)
     trainer = LossOnlySFTTrainer(
         model=model,
@@ -254,6 +271,7 @@ def _train(
     trainer.add_callback(CompletionMarker())
     if recipe.data.packing and layout == "rows":  # TRL refuses a custom collator with packing: swap it in after
         trainer.data_collator = packed_rows_collator(tokenizer)
+        group_rows_by_length(trainer)
     for callback in callbacks:  # e.g. the benchmark's step timer
         trainer.add_callback(callback)
     fim_eval = fim_eval_callback(recipe, tokenizer, family, data.eval_paths, metrics.path)

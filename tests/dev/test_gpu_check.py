@@ -12,7 +12,7 @@ from finetune.dev.gpu_check import BUDGET_S, plan
 from finetune.dev.gpu_wheels import REQUIRED, missing, normalized, slim_bitsandbytes
 
 ORDER = ["gpu-tests", "prepare-1.5b", "single-lora", "fsdp2-lora", "fsdp2-full", "zero3-full", "zero3-qlora",
-         "qlora-7b-compare", "lora-bf16-sdpa", "lora-bf16-fa4"]  # fmt: skip
+         "qlora-7b-compare", "lora-bf16-sdpa-varlen", "lora-bf16-fa4"]  # fmt: skip
 
 
 def _fake_wheels(folder: Path, specs: list[str]) -> Path:

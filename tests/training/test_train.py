@@ -236,10 +236,42 @@ def test_packed_rows_keep_documents_apart_without_flattening(tiny_model_dir) -> 
     assert torch.allclose(packed[0], torch.cat(alone[:2]), atol=1e-5)
     assert torch.allclose(packed[1], torch.cat(alone[2:4]), atol=1e-5)
     assert torch.allclose(packed[2, :3], alone[4], atol=1e-5)
-    assert packing_layout("auto", "sdpa", on_gpu=False) == "rows"
+    assert packing_layout("auto", "sdpa", on_gpu=False) == "rows"  # sdpa_varlen is set first where the model allows
+    assert packing_layout("auto", "sdpa_varlen", on_gpu=False) == "flatten"
     assert packing_layout("auto", "sdpa", on_gpu=True) == "flatten"
     assert packing_layout("auto", "flash_attention_2", on_gpu=True) == "flatten"
-    assert packing_layout("flatten", "sdpa", on_gpu=False) == "flatten"
+    assert packing_layout("rows", "sdpa_varlen", on_gpu=False) == "rows"
+
+
+def test_rows_of_similar_length_share_a_micro_batch() -> None:
+    """The length-grouped sampler pads much less than random pairs of packed rows, and sees every row once."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+    from transformers import TrainingArguments
+    from transformers.trainer import Trainer
+
+    from finetune.training.collate import group_rows_by_length
+
+    torch.manual_seed(0)
+    lengths = [512 if i % 2 else 220 + i for i in range(256)]
+    rows = Dataset.from_dict({"input_ids": [[1] * n for n in lengths]}).shuffle(seed=0)
+    args = TrainingArguments(output_dir="unused", per_device_train_batch_size=2, gradient_accumulation_steps=4,
+                             use_cpu=True, report_to=[])  # fmt: skip
+    trainer = SimpleNamespace(train_dataset=rows, args=args)
+    group_rows_by_length(trainer)
+    assert args.train_sampling_strategy == "group_by_length"
+    assert trainer.train_dataset["length"] == [len(ids) for ids in rows["input_ids"]]
+    trainer.processing_class = None
+    order = list(Trainer._get_train_sampler(trainer, trainer.train_dataset))
+    assert sorted(order) == list(range(256))
+
+    def padding(indices: list[int]) -> float:
+        pairs = [trainer.train_dataset["length"][i : i + 1] + trainer.train_dataset["length"][j : j + 1]
+                 for i, j in zip(indices[::2], indices[1::2], strict=True)]  # fmt: skip
+        return sum(2 * max(p) - sum(p) for p in pairs) / sum(2 * max(p) for p in pairs)
+
+    assert padding(order) < 0.02 and padding(order) * 4 < padding(torch.randperm(256).tolist())
 
 
 @pytest.mark.parametrize("fp32_norms", [False, True])
