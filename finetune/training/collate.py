@@ -1,10 +1,10 @@
 """Batches of packed rows where each document attends only to itself, with or without flattening the batch.
 
 TRL's padding-free collator flattens a whole batch into one sequence with its document boundaries. flash-attention's
-varlen kernels and `varlen_sdpa` (sdpa once per document) compute only each document's own block. Eager attention
-would get a dense mask over the flattened sequence instead, so a batch of B rows of length L costs (B*L)^2 rather
-than B*L^2: `PackedRowsCollator` keeps the rows for it (position ids restart at each document, no attention mask is
-passed, and transformers derives a per-row block-diagonal causal mask from the position ids).
+varlen kernels and `varlen_sdpa` (sdpa once per document) compute only each document's own block. Eager and plain
+sdpa would get a dense mask over the flattened sequence instead, so a batch of B rows of length L costs (B*L)^2 rather
+than B*L^2: `PackedRowsCollator` keeps the rows for them (position ids restart at each document, no attention mask
+is passed, and transformers derives a per-row block-diagonal causal mask from the position ids).
 """
 
 from __future__ import annotations
