@@ -255,7 +255,9 @@ def kill_point(proc: Process, rng: random.Random) -> dict:
         if count > seen:
             seen, times = count, [*times, time.monotonic()]
         time.sleep(0.005)
-    step_s = times[-1] - times[-2] if len(times) > 1 else 0.2
+    # one step seen: no step time measured yet; a tiny model's step with its save takes ~50 ms, and a longer wait
+    # would let a fast process finish the run before the kill (seed 434267623 did, 2026-12-03)
+    step_s = times[-1] - times[-2] if len(times) > 1 else 0.05
     time.sleep(delay := rng.uniform(0.0, step_s))
     return {"step_of_this_process": target, "into_it_s": round(delay, 3)}
 
