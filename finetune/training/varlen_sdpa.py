@@ -39,7 +39,7 @@ def sdpa_varlen_forward(module, query, key, value, attention_mask, dropout: floa
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:  # CPU's fused sdpa takes no grouped heads; neither does transformers' sdpa
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    documents = document_lengths(kwargs, rows, length)
+    documents = _cached_document_lengths(kwargs, rows, length)
     if all(len(lengths) == 1 for lengths in documents):  # one document per row: one call for the whole batch
         out = torch.nn.functional.scaled_dot_product_attention(
             query, key, value, dropout_p=dropout, scale=scaling, is_causal=True
@@ -61,6 +61,21 @@ def sdpa_varlen_forward(module, query, key, value, attention_mask, dropout: floa
             )
         )
     return torch.cat(out).transpose(1, 2).contiguous(), None
+
+
+_last: tuple[object, tuple[int, int], list[list[int]]] = (None, (0, 0), [])
+
+
+def _cached_document_lengths(kwargs: dict, rows: int, length: int) -> list[list[int]]:
+    """`document_lengths`, read once per forward: every layer gets the same boundary tensor, and reading it back
+    to the host is a device sync on a GPU."""
+    global _last
+    source = kwargs.get("cu_seq_lens_q")
+    if source is None:
+        source = kwargs.get("position_ids")
+    if source is None or source is not _last[0] or (rows, length) != _last[1]:
+        _last = (source, (rows, length), document_lengths(kwargs, rows, length))
+    return _last[2]
 
 
 def document_lengths(kwargs: dict, rows: int, length: int) -> list[list[int]]:

@@ -44,6 +44,21 @@ def test_packed_logits_and_gradients_equal_one_document_at_a_time(model) -> None
     assert grads[0].abs().max() > 0 and torch.allclose(*grads, atol=1e-5)
 
 
+def test_boundaries_are_read_once_per_forward(model, monkeypatch) -> None:
+    """Every layer gets the same boundary tensor; reading it to the host (a sync on a GPU) happens once."""
+    from finetune.training import varlen_sdpa
+
+    calls = []
+    original = varlen_sdpa.document_lengths
+    monkeypatch.setattr(varlen_sdpa, "document_lengths", lambda *a: calls.append(1) or original(*a))
+    batch = packed_batch()
+    with torch.no_grad():
+        model(**batch)
+        assert len(model.model.layers) == 2 and len(calls) == 1
+        model(**packed_batch())  # a new batch: read again
+    assert len(calls) == 2
+
+
 def test_without_boundaries_it_is_sdpa(model) -> None:
     """Generation and padded batches carry no boundaries: left padding and its mask behave exactly as with sdpa."""
     ids = torch.tensor([[0, 0, 5, 17, 42], [7, 8, 9, 10, 11]])
