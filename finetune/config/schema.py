@@ -265,7 +265,8 @@ class DataSection(Section):
     packing_layout: Literal["auto", "flatten", "rows"] = Field(
         "auto",
         description="Packed batches: one flattened sequence, each document attended alone (flash-attention's varlen "
-        "kernels, or sdpa per document), or rows of max_length (for eager); 'auto' = rows with eager, else flatten.",
+        "kernels, or sdpa per document), or rows of max_length; 'auto' = flatten with those kernels and on a GPU, "
+        "else rows.",
     )
     eval_split: float = Field(0.05, ge=0, lt=1, description="Fraction of documents held out for eval loss.")
     dedup: Literal["none", "exact", "near"] = Field(
