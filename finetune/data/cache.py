@@ -1,13 +1,15 @@
 """A cache of prepared (tokenized) datasets, so `finetune prepare` once and every `finetune train` after it reuse it.
 
 The key covers everything the samples depend on: the recipe's data section and seed, the model family, the
-tokenizer's vocabulary and rules, the toolkit version, and a fingerprint of every input file (path, size, mtime).
-Change any of them and the key changes; nothing is ever served stale.
+tokenizer's vocabulary and rules, the toolkit version and a hash of the data code (so an edit between releases,
+such as a new split rule, is not served the old samples), and a fingerprint of every input file (path, size,
+mtime). Change any of them and the key changes; nothing is ever served stale.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +29,16 @@ from finetune.io import make_temp_dir, sweep_stale
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("FINETUNE_CACHE") or Path.home() / ".cache" / "finetune" / "prepared")
+
+
+@functools.cache
+def _data_code_hash() -> str:
+    """A hash of the source of `finetune.data`, the code that turns a recipe into samples."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for file in sorted(root.rglob("*.py")):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
 
 
 def _source_fingerprint(path: str) -> list:
@@ -52,6 +64,7 @@ def cache_key(recipe: Recipe, family: str, tokenizer) -> str:
     tokenizer_state = tokenizer.backend_tokenizer.to_str() if hasattr(tokenizer, "backend_tokenizer") else ""
     material = {
         "version": finetune.__version__,
+        "code": _data_code_hash(),
         "seed": recipe.seed,
         "family": family,
         "data": recipe.data.model_dump(mode="json", by_alias=True, exclude={"cache_dir"}),

@@ -9,7 +9,7 @@ import pytest
 
 from finetune.config.load import validate_recipe
 from finetune.config.schema import DatasetSource, JsonlSource, TextSource
-from finetune.data.holdout import MIN_FILES_PER_LANGUAGE
+from finetune.data.holdout import MIN_FILES_PER_LANGUAGE, held_out_records
 from finetune.data.ingest.sources import load_documents
 from finetune.data.pipeline import prepare_data, split_documents
 from finetune.data.tokenize.encoder import SampleEncoder
@@ -69,6 +69,16 @@ def test_split_is_deterministic_stable_and_never_empty() -> None:
     _, tiny_held = split_documents(docs[:3], 0.01, seed=1)
     assert len(tiny_held) == 1
     assert split_documents(docs, 0.0, seed=1) == (docs, [])
+
+
+@pytest.mark.parametrize("seed", range(64))
+def test_instruction_records_always_hold_one_out_and_keep_one(seed: int) -> None:
+    keys = [f"tasks.jsonl:line {i}" for i in range(1, 13)]
+    held = held_out_records(keys, 0.25, seed)
+    assert 1 <= sum(held) < len(keys)  # by hash alone, 12 records at 0.25 hold out none about one time in 30
+    assert held == held_out_records(keys, 0.25, seed)
+    assert held_out_records(keys[:2], 0.01, seed).count(True) == 1 and held_out_records(keys[:2], 0.99, seed).count(True) == 1
+    assert held_out_records(keys, 0.0, seed) == [False] * len(keys) and held_out_records(keys[:1], 0.9, seed) == [False]
 
 
 _EXTENSIONS = {"python": "py", "go": "go", "rust": "rs", "typescript": "ts"}

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from finetune.data.holdout import is_held_out
+from finetune.data.holdout import held_out_records
 from finetune.data.sft.chat import ChatEncoder, resolve_template, setup_chat_tokenizer
 from finetune.data.sft.decontam import Decontaminator
 from finetune.data.sft.records import Conversation, InstructionFile, SftReport, load_conversations
@@ -121,9 +121,10 @@ class SftData:
                     else:
                         clean.append(conv)
                 conversations = clean
-            held = [is_held_out(f"{source.path}\0{c.source}", recipe.data.eval_split, recipe.seed) for c in conversations]
+            # keyed by the record's file name and line, not the absolute path: moving the data keeps the split
+            held = held_out_records([c.source for c in conversations], recipe.data.eval_split, recipe.seed)
             kept = [c for c, h in zip(conversations, held, strict=True) if not h]
-            counts = repeat_counts([f"{source.path}\0{c.source}" for c in kept], source.weight, source.samples)
+            counts = repeat_counts([c.source for c in kept], source.weight, source.samples)
             weighted = [c for c, k in zip(kept, counts, strict=True) for _ in range(k)]
             part.train, part.eval = len(weighted), sum(held)
             train += weighted

@@ -98,6 +98,12 @@ def test_fixed_counts_eval_split_and_instruction_only_recipes(mixed: dict, bpe_t
     assert len(data.train) == 30 and report["train_records"] == 30  # repeats: fewer records than asked for
     assert data.eval is not None and len(data.eval) == report["eval_records"] > 0
     assert report["records_kept"] == 12 and data.stats["train_documents"] == 0
+    moved = Path(mixed["output_dir"]).parent / "elsewhere" / "tasks.jsonl"
+    moved.parent.mkdir()
+    shutil.copy(mixed["data"]["sources"][0]["path"], moved)
+    mixed["data"]["sources"][0]["path"] = str(moved)
+    again = prepare_data(validate_recipe(mixed), *encoder(recipe, bpe_tokenizer("starcoder")))
+    assert again.eval["input_ids"] == data.eval["input_ids"]  # the split follows the records, not the folder
 
 
 def test_cache_key_follows_the_template_and_the_benchmarks(mixed: dict, bpe_tokenizer, tmp_path: Path) -> None:
@@ -170,3 +176,21 @@ def test_quickstart_sft_trains_the_tiny_model_and_saves_the_template(tmp_path: P
     assert saved.convert_tokens_to_ids("<|im_end|>") in ids and len(saved) == len(AutoTokenizer.from_pretrained(
         ROOT / "data" / "tiny-coder")) + 2
     shutil.rmtree(out)
+
+
+def test_cache_key_follows_the_data_code(mixed: dict, bpe_tokenizer, tmp_path: Path, monkeypatch) -> None:
+    """An edit of the data code between releases (a new split rule) must not be served the old samples."""
+    import finetune.data.cache as cache_module
+
+    code = tmp_path / "code" / "data"
+    shutil.copytree(Path(cache_module.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache_module, "__file__", str(code / "cache.py"))
+    recipe = validate_recipe(mixed)
+    tokenizer = encoder(recipe, bpe_tokenizer("starcoder"))[0].tokenizer
+    cache_module._data_code_hash.cache_clear()
+    first = cache_key(recipe, "starcoder", tokenizer)
+    with (code / "holdout.py").open("a", encoding="utf-8") as file:
+        file.write("\n# a changed rule\n")
+    cache_module._data_code_hash.cache_clear()
+    assert cache_key(recipe, "starcoder", tokenizer) != first
+    cache_module._data_code_hash.cache_clear()
