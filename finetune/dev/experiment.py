@@ -73,10 +73,23 @@ class Settings:
     context_chars: int = 1500  # about 500 tokens: prompts as long as the training sequences (max_length 512)
     eval_batch_size: int = 8
     resamples: int = 2000
+    arms: tuple[str, ...] = ARMS  # which arms to train; more can be added to a finished experiment later
+    recipe_overrides: tuple[str, ...] = ()  # KEY=VALUE applied to every arm (a sweep point: learning rate, ...)
 
     def overrides(self) -> list[str]:
         steps = [f"training.max_steps={self.steps}"] if self.steps else []
-        return [*(QUICK_OVERRIDES if self.quick else ()), *steps]
+        return [*(QUICK_OVERRIDES if self.quick else ()), *steps, *self.recipe_overrides]
+
+
+def experiments_of(arms: Sequence[str]) -> list[dict]:
+    """The experiments (and their differences) that the trained `arms` and the base can show."""
+    have = {"base", *arms}
+    shown = []
+    for exp in EXPERIMENTS:
+        differences = tuple(d for d in exp["differences"] if set(d.split(" - ")) <= have)
+        if differences:
+            shown.append({**exp, "arms": tuple(a for a in exp["arms"] if a in have), "differences": differences})
+    return shown
 
 
 def _say(message: str) -> None:
@@ -126,7 +139,8 @@ def check_settings(out: Path, settings: Settings) -> None:
     from finetune.io import write_json_atomic
 
     path = out / "settings.json"
-    fixed = {k: v for k, v in asdict(settings).items() if k not in ("seeds", "resamples")}
+    fixed = {k: v for k, v in asdict(settings).items() if k not in ("seeds", "resamples", "arms")}
+    fixed["recipe_overrides"] = list(settings.recipe_overrides)  # as JSON reads it back
     before = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     if before == fixed:
         return
@@ -270,8 +284,9 @@ def analyse(out: Path, settings: Settings, evals: dict[str, dict[int | None, Pat
             per_seed[arm] = {str(seed): {m: float(s[m].mean()) for m in METRICS} for seed, s in seeds.items()}
     kw = {"resamples": settings.resamples, "seed": 0}
     arms = {arm: category_intervals(categories, scores, **kw) for arm, scores in pooled.items()}
+    experiments = experiments_of(settings.arms)
     differences = {}
-    for exp in EXPERIMENTS:
+    for exp in experiments:
         for name in exp["differences"]:
             a, b = name.split(" - ")
             delta = {m: pooled[a][m] - pooled[b][m] for m in METRICS}
@@ -283,7 +298,7 @@ def analyse(out: Path, settings: Settings, evals: dict[str, dict[int | None, Pat
             for name, cats in table.items()
         }
 
-    n_seeds = len(evals["lora"])
+    n_seeds = len(evals[settings.arms[0]])
     held = json.loads((out / "split.json").read_text(encoding="utf-8"))["eval_paths"]
     header = [
         f"- model `{settings.model}`, repository `{settings.repo}`: {len(held)} held-out files (never trained on by "
@@ -296,21 +311,23 @@ def analyse(out: Path, settings: Settings, evals: dict[str, dict[int | None, Pat
         "negative log-likelihood of the reference middle and its end token after the same prompt (nats per token)",
         f"- training: {_training_line(training)}",
     ]
+    if settings.recipe_overrides:
+        header.append(f"- every arm trained with `{' '.join(settings.recipe_overrides)}`")
     if settings.quick:
         header.insert(0, "- **--quick smoke run: a few steps on a tiny setting; these numbers measure nothing**")
     results = {
         "settings": asdict(settings),
         "held_out_files": held,
         "items": len(ids),
-        "experiments": [{**e, "arms": list(e["arms"]), "differences": list(e["differences"])} for e in EXPERIMENTS],
+        "experiments": [{**e, "arms": list(e["arms"]), "differences": list(e["differences"])} for e in experiments],
         "scores": as_json(arms),
         "differences": as_json(differences),
         "per_seed": per_seed,
         "training": training,
     }
     write_json_atomic(out / "results.json", results)
-    write_text_atomic(out / "results.md", results_markdown(EXPERIMENTS, arms, differences, per_seed, header))
-    plot_results(out / "results.png", EXPERIMENTS, arms)
+    write_text_atomic(out / "results.md", results_markdown(experiments, arms, differences, per_seed, header))
+    plot_results(out / "results.png", experiments, arms)
     return results
 
 
@@ -344,8 +361,12 @@ def run_experiment(out: Path, settings: Settings) -> dict:
     check_settings(out, settings)
     held = held_out_files(out, settings.repo, settings.holdout)
     excluded = exclude_patterns(held)
-    family = load_recipe(RECIPES / "base.yaml", [f"data.sources.0.path={_yaml_string(settings.repo)}"]).model.family
-    jobs = [(arm, seed) for arm in ARMS for seed in range(1, settings.seeds + 1)]
+    # the overrides are checked here, before anything runs: a mistyped key is one line, not a failed first run
+    base = load_recipe(
+        RECIPES / "base.yaml", [f"data.sources.0.path={_yaml_string(settings.repo)}", *settings.recipe_overrides]
+    )
+    family = base.model.family
+    jobs = [(arm, seed) for arm in settings.arms for seed in range(1, settings.seeds + 1)]
     _say(f"experiment: {len(held)} held-out files, {len(jobs)} training runs, {len(jobs) + 1} evaluations in {out}")
     evals: dict[str, dict[int | None, Path]] = {"base": {None: evaluate_model(out, settings, "base", None, family)}}
     training: dict[str, dict] = {}
@@ -358,6 +379,14 @@ def run_experiment(out: Path, settings: Settings) -> dict:
     results = analyse(out, settings, evals, training)
     _say(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
     return results
+
+
+def _arms(text: str) -> tuple[str, ...]:
+    arms = tuple(dict.fromkeys(a.strip() for a in text.split(",") if a.strip()))
+    unknown = [a for a in arms if a not in ARMS]
+    if not arms or unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'none given'}: choose from {', '.join(ARMS)}")
+    return arms
 
 
 def _positive(text: str) -> int:
@@ -376,10 +405,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", type=_positive, help="training seeds per arm (default 3; 1 with --quick)")
     parser.add_argument("--steps", type=_positive, help="optimizer steps per run (default: the recipes', 60)")
+    parser.add_argument(
+        "--arms", type=_arms, default=ARMS, help=f"arms to train, comma-separated (default {','.join(ARMS)})"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a recipe override for every arm (repeatable), e.g. training.learning_rate=3e-4",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of the pipeline: 2 steps, tiny settings")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    settings = Settings(model=args.model, repo=args.repo, quick=args.quick)
+    settings = Settings(
+        model=args.model, repo=args.repo, quick=args.quick, arms=args.arms, recipe_overrides=tuple(args.overrides)
+    )
     if args.quick:
         settings = replace(
             settings, seeds=1, steps=2, per_category=1, max_new_tokens=8, context_chars=500, resamples=200

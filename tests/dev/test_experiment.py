@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pathspec
 import pytest
+import yaml
 
 from finetune.dev.experiment import Settings, check_settings, exclude_patterns, main
 from finetune.dev.experiment_report import (
@@ -156,6 +157,33 @@ def test_quick_run_writes_the_three_files_and_resumes(
     assert log.count("finished earlier, skipped") == 4 and log.count("scored earlier, skipped") == 5
     assert main([*args, "--steps", "3"]) == 2  # other settings would mix incomparable runs
     assert "steps=2 (now 3)" in capsys.readouterr().err
+
+
+def test_a_sweep_point_trains_chosen_arms_with_overrides_and_adds_arms_later(
+    tmp_path: Path, tiny_model_dir: Path, code_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sweep"
+    args = ["--out", str(out), "--model", str(tiny_model_dir), "--repo", str(code_repo), "--quick"]
+    sweep = ["--set", "training.learning_rate=5e-4", "--set", "adapter.r=4"]
+    assert main([*args, "--arms", "lora", *sweep]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["scores"]) == {"base", "lora"} and set(results["differences"]) == {"lora - base"}
+    saved = yaml.safe_load((out / "runs" / "lora-s1" / "recipe.yaml").read_text())
+    assert saved["training"]["learning_rate"] == 5e-4 and saved["adapter"]["r"] == 4
+    assert "training.learning_rate=5e-4 adapter.r=4" in (out / "results.md").read_text()
+    assert "(b) Structured" not in (out / "results.md").read_text()
+    capsys.readouterr()
+    assert main([*args, "--arms", "lora,full", *sweep]) == 0  # one more arm: only it is trained
+    log = capsys.readouterr().out
+    assert log.count("finished earlier, skipped") == 1 and log.count("scored earlier, skipped") == 2
+    assert set(json.loads((out / "results.json").read_text())["differences"]) == {"lora - base", "full - base", "full - lora"}
+    assert main([*args, "--arms", "lora", "--set", "training.learning_rate=1e-3"]) == 2  # another sweep point
+    assert "recipe_overrides" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "bad"), "--quick", "--set", "training.lerning_rate=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lerning_rate" in err
+    with pytest.raises(SystemExit):
+        main([*args, "--arms", "lora,dora"])
 
 
 def _rows(eval_dir: Path) -> list[dict]:
