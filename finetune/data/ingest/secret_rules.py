@@ -15,7 +15,12 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 
-from finetune.data.ingest.secret_shapes import Finding, known_format_findings, plausible_value
+from finetune.data.ingest.secret_shapes import (
+    AWS_ACCESS_KEY_ID_PREFIXES,
+    Finding,
+    known_format_findings,
+    plausible_value,
+)
 
 # --- credentials in prose and comments ----------------------------------------------------------------------------
 
@@ -133,13 +138,13 @@ def shannon_entropy(value: str) -> float:
 # --- an AWS secret access key near its key id ---------------------------------------------------------------------
 
 AWS_PAIR_WINDOW_CHARS = 600  # how far from an AWS key id a 40-character secret key is looked for
-_AWS_ID = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}(?![A-Za-z0-9])")
+_AWS_ID = re.compile(rf"(?<![A-Za-z0-9])(?:{'|'.join(AWS_ACCESS_KEY_ID_PREFIXES)})[0-9A-Z]{{16}}(?![A-Za-z0-9])")
 _AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 
 
 def aws_pair_findings(text: str) -> Iterator[Finding]:
     """A 40-character base64-ish run with mixed case and digits within AWS_PAIR_WINDOW_CHARS of an AWS key id."""
-    if not any(prefix in text for prefix in ("AKIA", "ASIA", "ABIA", "ACCA")):
+    if not any(prefix in text for prefix in AWS_ACCESS_KEY_ID_PREFIXES):
         return
     for key_id in _AWS_ID.finditer(text):
         start = max(0, key_id.start() - AWS_PAIR_WINDOW_CHARS)

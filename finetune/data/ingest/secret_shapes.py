@@ -59,7 +59,10 @@ class _Shape:
 
 _B = r"(?<![A-Za-z0-9_])"  # the token starts a word ...
 _E = r"(?![A-Za-z0-9_])"  # ... and ends one
-_AWS_ID_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AIPA", "AROA", "ANPA", "ANVA", "APKA")
+# Access key ids (long-term, STS, ...) come with a secret access key; the other unique ids (users, roles, groups,
+# policies ...) have none, but still name an account's principals.
+AWS_ACCESS_KEY_ID_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA")
+_AWS_ID_PREFIXES = (*AWS_ACCESS_KEY_ID_PREFIXES, "AGPA", "AIDA", "AIPA", "AROA", "ANPA", "ANVA", "APKA")
 _SHAPES = (
     _Shape(
         "aws_access_key_id",
