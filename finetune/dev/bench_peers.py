@@ -90,11 +90,12 @@ def _repo_path() -> str:
 
 
 def _command(config, recipe, overrides, steps, warmup, out, axolotl_python, axolotl_config) -> list[str]:
-    timing = ["--steps", str(steps), "--warmup", str(warmup), "--json", str(out)]
+    from finetune.dev.bench_train import bench_command
+
     if config == "axolotl":
+        timing = ["--steps", str(steps), "--warmup", str(warmup), "--json", str(out)]
         return [axolotl_python, "-m", "finetune.dev.bench_axolotl", str(axolotl_config), *timing]
-    kind = "train" if config == "toolkit" else "trl"
-    return [sys.executable, "-m", "finetune.dev.bench", kind, recipe, *overrides, *timing]
+    return bench_command("train" if config == "toolkit" else "trl", recipe, overrides, steps, warmup, out)
 
 
 def _step_rate(result: dict) -> float:

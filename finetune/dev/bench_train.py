@@ -269,12 +269,17 @@ def _reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def bench_command(kind: str, recipe: str, overrides: list[str], steps: int, warmup: int, out: Path) -> list[str]:
+    """The command line that runs one `bench train`/`bench trl` job in a fresh process and writes its JSON to `out`."""
+    timing = ["--steps", str(steps), "--warmup", str(warmup), "--json", str(out)]
+    return [sys.executable, "-m", "finetune.dev.bench", kind, recipe, *overrides, *timing]
+
+
 def _run_child(kind: str, recipe: str, overrides: list[str], steps: int, warmup: int) -> BenchResult:
     """One configuration in a fresh process, so each peak memory is its own."""
     with tempfile.TemporaryDirectory(prefix="finetune-bench-") as tmp:
         out = Path(tmp) / "result.json"
-        command = [sys.executable, "-m", "finetune.dev.bench", kind, recipe, *overrides]
-        command += ["--steps", str(steps), "--warmup", str(warmup), "--json", str(out)]
+        command = bench_command(kind, recipe, overrides, steps, warmup, out)
         completed = subprocess.run(command, check=False)
         if completed.returncode != 0 or not out.is_file():
             raise RuntimeError(f"{kind} benchmark failed (exit status {completed.returncode}): {' '.join(command)}")
