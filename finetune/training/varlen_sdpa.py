@@ -39,27 +39,20 @@ def sdpa_varlen_forward(module, query, key, value, attention_mask, dropout: floa
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:  # CPU's fused sdpa takes no grouped heads; neither does transformers' sdpa
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+
+    def attend(q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout, scale=scaling, is_causal=True
+        )
+
     documents = _cached_document_lengths(kwargs, rows, length)
     if all(len(lengths) == 1 for lengths in documents):  # one document per row: one call for the whole batch
-        out = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, dropout_p=dropout, scale=scaling, is_causal=True
-        )
-        return out.transpose(1, 2).contiguous(), None
+        return attend(query, key, value).transpose(1, 2).contiguous(), None
     out = []
     for row, lengths in enumerate(documents):
         # split, not slicing: its backward is one concatenation instead of a zero-filled copy per slice
         pieces = zip(*(t[row : row + 1].split(lengths, dim=2) for t in (query, key, value)), strict=True)
-        out.append(
-            torch.cat(
-                [
-                    torch.nn.functional.scaled_dot_product_attention(
-                        q, k, v, dropout_p=dropout, scale=scaling, is_causal=True
-                    )
-                    for q, k, v in pieces
-                ],
-                dim=2,
-            )
-        )
+        out.append(torch.cat([attend(q, k, v) for q, k, v in pieces], dim=2))
     return torch.cat(out).transpose(1, 2).contiguous(), None
 
 
