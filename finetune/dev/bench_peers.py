@@ -90,10 +90,10 @@ def _repo_path() -> str:
 
 
 def _command(config, recipe, overrides, steps, warmup, out, axolotl_python, axolotl_config) -> list[str]:
-    from finetune.dev.bench_train import bench_command
+    from finetune.dev.bench_train import bench_command, timing_args
 
     if config == "axolotl":
-        timing = ["--steps", str(steps), "--warmup", str(warmup), "--json", str(out)]
+        timing = timing_args(steps, warmup, out)
         return [axolotl_python, "-m", "finetune.dev.bench_axolotl", str(axolotl_config), *timing]
     return bench_command("train" if config == "toolkit" else "trl", recipe, overrides, steps, warmup, out)
 

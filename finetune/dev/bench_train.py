@@ -269,10 +269,14 @@ def _reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def timing_args(steps: int, warmup: int, out: Path) -> list[str]:
+    """The options every child benchmark (toolkit, TRL, axolotl) takes: steps measured, warm-up, where the JSON goes."""
+    return ["--steps", str(steps), "--warmup", str(warmup), "--json", str(out)]
+
+
 def bench_command(kind: str, recipe: str, overrides: list[str], steps: int, warmup: int, out: Path) -> list[str]:
     """The command line that runs one `bench train`/`bench trl` job in a fresh process and writes its JSON to `out`."""
-    timing = ["--steps", str(steps), "--warmup", str(warmup), "--json", str(out)]
-    return [sys.executable, "-m", "finetune.dev.bench", kind, recipe, *overrides, *timing]
+    return [sys.executable, "-m", "finetune.dev.bench", kind, recipe, *overrides, *timing_args(steps, warmup, out)]
 
 
 def _run_child(kind: str, recipe: str, overrides: list[str], steps: int, warmup: int) -> BenchResult:
