@@ -8,7 +8,10 @@ ask this module.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +72,29 @@ def four_bit_config(quantization: QuantizationSection, runtime: Runtime):
         bnb_4bit_compute_dtype=compute,
         bnb_4bit_quant_storage=compute,
     )
+
+
+# glibc's mallopt parameters (malloc.h); mallopt takes an int, so the largest value is 2**31 - 1
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep the memory a CPU training step frees, for the next step; True if it took the settings.
+
+    Every micro-batch allocates and frees the same large tensors (activations, logits and their gradients). By
+    default glibc serves each one over its mmap threshold with a fresh mapping and hands the top of its heap back to
+    the kernel above its trim threshold, so the next micro-batch faults in and zeroes that memory again: 1.8 million
+    page faults in 33 steps of the quickstart job, 40-60 us of kernel time per trained token. Keeping freed memory
+    cuts that to 0.24 million and 3-5 us, and the step runs 2.5-10% faster (README, Speed). The process holds on to
+    its peak, which the next step reaches again anyway. Not glibc (musl, macOS): nothing changes.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    kept = libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) and libc.mallopt(_M_TOP_PAD, 64 << 20)
+    # the largest mmap threshold glibc accepts depends on its version and heap size (2.36 takes 1 GiB): try downwards
+    raised = any(libc.mallopt(_M_MMAP_THRESHOLD, size << 20) for size in (1024, 256, 64, 32))
+    return bool(kept and raised)
 
 
 def seeded_random_model(config, seed: int, device: str | None = None, **from_config_kwargs):

@@ -20,7 +20,7 @@ from finetune.data.cache import prepare
 from finetune.data.pipeline import PreparedData
 from finetune.errors import UserError
 from finetune.run import RunDir, last_checkpoint, write_run_records
-from finetune.runtime import Runtime
+from finetune.runtime import Runtime, keep_freed_memory
 from finetune.training import varlen_sdpa
 from finetune.training.callbacks import MetricsCallback, read_metrics
 from finetune.training.checkpoints import AlreadyFinished, CompletionMarker, StopWhenFinished, checkpoint_step
@@ -236,6 +236,8 @@ def _train(
     checkpoint = last_checkpoint(rundir.partial) if recipe.resume else None
     # before the model: under ZeRO-3 (zero3_init_flag) the arguments make from_pretrained build it sharded
     runtime = plan.runtime
+    if not runtime.use_cuda:  # CPU steps reuse their freed memory instead of faulting it in again
+        keep_freed_memory()
     args = training_arguments(recipe, plan, rundir.partial, has_eval=data.eval is not None)
     model = load_model(recipe, plan, vocab_size=len(tokenizer))
     # No peft.prepare_model_for_kbit_training for QLoRA: it upcasts the norms, embeddings and LM head to fp32, which
