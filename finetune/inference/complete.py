@@ -84,7 +84,7 @@ def load_completer(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from finetune.config.inputs import check_model_location
-    from finetune.runtime import resolve_dtype
+    from finetune.runtime import keep_freed_memory, resolve_dtype
     from finetune.training.model import keep_cpu_4bit_in_full_precision
 
     run_dir = Path(adapter) if adapter else None
@@ -109,6 +109,8 @@ def load_completer(
     encoder = SampleEncoder(tokenizer, family)
 
     use_cuda = torch.cuda.is_available()
+    if not use_cuda:  # generation allocates and frees a step's tensors (cache, logits) hundreds of times per item
+        keep_freed_memory()
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, use_cuda)}
     if recipe.get("method") == "qlora" and not full_run:
         kwargs["quantization_config"] = _qlora_config(recipe, kwargs["dtype"])
