@@ -141,21 +141,16 @@ def run_steps(steps: list[Step], out: Path) -> int:
 
 
 def reload(directory: str, method: str, json_path: str) -> int:
-    """Load what a run saved onto the GPU and run one forward: the outputs are usable, not merely written."""
+    """Load what a run saved and run one forward: the outputs are usable, not merely written (on the GPU; on CPU
+    when there is none, which is how the step is rehearsed)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     path = Path(directory)
     summary = json.loads((path / "summary.json").read_text())
-    kwargs = {"dtype": torch.bfloat16, "device_map": {"": 0}}
-    if method == "full":
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    else:
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(path, **kwargs)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _load_saved(path, method, device)
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([[1, 2, 3, 4]], device="cuda")).logits
+        logits = model(input_ids=torch.tensor([[1, 2, 3, 4]], device=device)).logits
     record = {
         "tokens_per_second": summary.get("tokens_per_second"),
         "peak_gpu_memory_gib": summary.get("peak_gpu_memory_gib"),
@@ -166,6 +161,29 @@ def reload(directory: str, method: str, json_path: str) -> int:
     write_json_atomic(Path(json_path), record)
     print(json.dumps(record))
     return 0 if record["reloaded"] else 1
+
+
+def _load_saved(path: Path, method: str, device: str):
+    """A full run's model, or an adapter on its base. The check's bases are randomly initialised and have no weights
+    on disk: the base is rebuilt from its config and the run's seed, as training built it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from finetune.run import saved_recipe
+    from finetune.runtime import seeded_random_model
+
+    if method == "full":
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map={"": device})
+    from peft import PeftModel
+
+    recipe = saved_recipe(path, strict=True)
+    base_dir = recipe["model"]["name_or_path"]
+    if recipe["model"].get("random_init"):
+        config = AutoConfig.from_pretrained(base_dir)
+        base = seeded_random_model(config, recipe["seed"], device, dtype=torch.bfloat16)
+    else:
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16, device_map={"": device})
+    return PeftModel.from_pretrained(base, str(path))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,3 +69,27 @@ def test_bitsandbytes_keeps_only_its_cuda_13_libraries(tmp_path: Path) -> None:
         assert "bitsandbytes/__init__.py" in archive.namelist()
     assert kept == ["cpu", "cuda130", "cuda132"]
     assert "cuda118" not in record and "cuda130" in record
+
+
+def test_reload_rebuilds_a_random_init_base_under_the_adapter(tmp_path: Path, tiny_model_dir: Path, code_repo: Path):
+    """The check's 1.5B base is randomly initialised and has no weights on disk: an adapter must reload onto the
+    base training built (the first rehearsal failed here: 'no file named model.safetensors')."""
+    import json
+
+    from conftest import train_recipe
+
+    from finetune.config.load import validate_recipe
+    from finetune.dev.gpu_check import reload
+    from finetune.training.trainer import run
+
+    base = tmp_path / "base"  # the tiny model's config and tokenizer, no weights
+    base.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (base / name).write_bytes((tiny_model_dir / name).read_bytes())
+    data = train_recipe(tmp_path / "run", base, code_repo, max_steps=2)
+    data["model"]["random_init"] = True
+    run(validate_recipe(data))
+    assert not list(base.glob("*.safetensors"))
+    assert reload(str(tmp_path / "run"), "lora", str(tmp_path / "reload.json")) == 0
+    record = json.loads((tmp_path / "reload.json").read_text())
+    assert record["reloaded"] is True and record["steps"] == 2
