@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from finetune.io import write_json_atomic
 from finetune.training.collate import TokenCounter
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched against the device name.
@@ -310,5 +311,6 @@ def compare(recipe: str, overrides: list[str], steps: int, warmup: int) -> list[
 
 def write_result(result: BenchResult, path: str | None) -> None:
     print(result.line())
-    if path:
-        Path(path).write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
+    if path:  # its folder may not exist yet: the GPU check's first bench step may run before any other wrote there
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(path), asdict(result))

@@ -151,3 +151,16 @@ def test_help_and_recipe_show_import_no_heavy_library() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
+
+
+def test_a_bench_result_goes_into_a_folder_not_yet_made(tmp_path, capsys):
+    """The GPU check's bench steps write --json under runs/gpu-check/, which no earlier step may have created."""
+    import json
+
+    from finetune.dev.bench_train import BenchResult, write_result
+
+    result = BenchResult("toolkit", "CPU", "lora", 6, 1437.0, 0.0, 0.48, 2.4, "RSS", 330.0, None, 1000)
+    target = tmp_path / "runs" / "gpu-check" / "lora.json"
+    write_result(result, str(target))
+    assert json.loads(target.read_text())["tokens_per_second"] == 1437.0
+    assert "1,437 tokens/s" in capsys.readouterr().out
