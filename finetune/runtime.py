@@ -79,14 +79,15 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
 
 def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep the memory a CPU training step frees, for the next step; True if it took the settings.
+    """Let glibc's malloc keep the memory a CPU step frees for the next one; True if it took the settings.
 
-    Every micro-batch allocates and frees the same large tensors (activations, logits and their gradients). By
-    default glibc serves each one over its mmap threshold with a fresh mapping and hands the top of its heap back to
-    the kernel above its trim threshold, so the next micro-batch faults in and zeroes that memory again: 1.8 million
-    page faults in 33 steps of the quickstart job, 40-60 us of kernel time per trained token. Keeping freed memory
-    cuts that to 0.24 million and 3-5 us, and the step runs 2.5-10% faster (README, Speed). The process holds on to
-    its peak, which the next step reaches again anyway. Not glibc (musl, macOS): nothing changes.
+    Training and generation on CPU repeat the same allocations step after step: every training micro-batch allocates
+    and frees the same large tensors (activations, logits and their gradients). By default glibc serves each one over
+    its mmap threshold with a fresh mapping and hands the top of its heap back to the kernel above its trim
+    threshold, so the next micro-batch faults in and zeroes that memory again: 1.8 million page faults in 33 steps of
+    the quickstart job, 40-60 us of kernel time per trained token. Keeping freed memory cuts that to 0.24 million and
+    3-5 us, and the step runs 2.5-10% faster; an eval of the sample repository 15% (README, Speed). The process
+    holds on to its peak, which the next step reaches again anyway. Not glibc (musl, macOS): nothing changes.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
