@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import logging
 import platform
 from dataclasses import dataclass
 
@@ -60,9 +59,6 @@ def four_bit_config(quantization: QuantizationSection, runtime: Runtime):
     except ImportError:
         raise UserError("method=qlora needs bitsandbytes: pip install 'finetune[qlora]' (or use method=lora)") from None
     from transformers import BitsAndBytesConfig
-
-    # On CPUs with AVX512-BF16, bitsandbytes tries to fetch an optional kernel from the hub and warns when offline.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
     compute = runtime.dtype if quantization.compute_dtype == "auto" else DTYPES[quantization.compute_dtype]
     return BitsAndBytesConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import subprocess
 import sys
@@ -33,3 +34,13 @@ def test_freed_step_memory_is_reused_instead_of_faulted_in_again():
     default, kept = _page_faults("default"), _page_faults("keep")
     assert default > 5 * pages  # glibc maps each 48 MiB block afresh: every page faults every time
     assert kept < pages // 4  # the same block comes back from the heap, already mapped
+
+
+def test_importing_bitsandbytes_after_finetune_prints_no_hub_kernel_notice():
+    """On CPUs with AVX512-BF16, bitsandbytes warns at import that it could not download a kernel: every command
+    imports it through PEFT, and the line opened every command's output."""
+    pytest.importorskip("bitsandbytes")
+    code = "import logging, finetune, bitsandbytes; print(logging.getLogger('bitsandbytes.backends.cpu.ops').level)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "kernels-community" not in done.stderr
+    assert done.stdout.split()[-1] == str(logging.ERROR)

@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--per-category", type=types.positive_int, default=20, help="items per category at most")
     p.add_argument("--context-chars", type=types.positive_int, default=4000, help="characters of prefix + middle + suffix at most")
     p.add_argument("--batch-size", type=types.positive_int, default=8, help="prompts generated together")
-    p.add_argument("--limit", type=types.positive_int, help="benchmark: only the first N tasks")
+    p.add_argument("--limit", type=types.positive_int, help="benchmark: only the first N tasks (with --repo: --per-category)")
     p.add_argument("--truncate", choices=["auto", "none"], default="auto", help="benchmark: single-line tasks keep one line")
     p.add_argument("--timeout", type=types.positive_float, default=10.0, help="seconds per benchmark test")
     p.add_argument("--memory-mb", type=types.positive_int, default=1024, help="memory limit per benchmark test")

@@ -33,6 +33,8 @@ def evaluate(options: EvalOptions) -> int:
         raise UserError("pass exactly one of --repo DIR (held-out FIM items) or --benchmark FILE (infilling tests)")
     if not options.oracle and not options.model and not options.adapter:
         raise UserError("pass --model DIR (and --adapter RUN_DIR for a LoRA run), or --oracle to check the benchmark")
+    if options.limit and options.repo:
+        raise UserError("--limit counts benchmark tasks: with --repo, cap the items with --per-category N or --categories")
     if options.plot and options.benchmark:
         raise UserError("--plot draws per-category FIM scores: use it with --repo")
     _check_out(Path(options.out))

@@ -186,6 +186,7 @@ BAD_COMMANDS = [
     "eval --model {M} --repo {S} --batch-size 0 --out {W}/eval",
     "eval --model {M} --repo {S} --context-chars -4 --out {W}/eval",
     "eval --model {M} --benchmark {W}/records.jsonl --limit 0 --out {W}/eval",
+    "eval --model {M} --repo {S} --limit 5 --out {W}/eval",  # --limit counts benchmark tasks: silently ignored before
     "eval --model {M} --repo {S} --categories foo --out {W}/eval",
     "eval --model {M} --repo {S} --out {F}",
     "eval --model {M} --repo {S} --out {D}",
