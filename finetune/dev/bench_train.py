@@ -311,6 +311,5 @@ def compare(recipe: str, overrides: list[str], steps: int, warmup: int) -> list[
 
 def write_result(result: BenchResult, path: str | None) -> None:
     print(result.line())
-    if path:  # its folder may not exist yet: the GPU check's first bench step may run before any other wrote there
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if path:  # atomically, and into its folder even when no earlier GPU-check step has made it yet
         write_json_atomic(Path(path), asdict(result))
