@@ -1,4 +1,4 @@
-"""The CPU allocator setting of training runs: freed memory is reused, not faulted in again."""
+"""Process-wide settings made once: the CPU allocator keeps freed memory; bitsandbytes opens no command with a notice."""
 
 from __future__ import annotations
 
